@@ -1,0 +1,175 @@
+//! [`FnStep`]: the pysagas-style step, an action closure and a compensation
+//! closure that takes no input.
+
+use alloc::borrow::Cow;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use crate::Step;
+
+pin_project! {
+    /// A step made of two closures: `action: FnMut() -> impl Future<Output =
+    /// Result<T, E>>` and `compensation: FnMut() -> impl Future<Output =
+    /// Result<(), E>>`. The action's value `T` is dropped; use
+    /// [`TypedStep`](crate::TypedStep) to hand it to the compensation.
+    ///
+    /// By default the compensation also runs when the step's own action
+    /// failed, because a failed action may have partly happened (this is what
+    /// the pysagas README relies on). Turn that off with
+    /// [`compensate_failed_action(false)`](FnStep::compensate_failed_action).
+    ///
+    /// [`SagaBuilder::add_step`](crate::SagaBuilder::add_step) builds one with
+    /// the defaults; build it yourself to name it or change the default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use saga_core::{FnStep, SagaBuilder};
+    ///
+    /// let mut saga = SagaBuilder::new()
+    ///     .add(
+    ///         FnStep::new(|| async { Err::<(), _>("card declined") }, || async { Ok(()) })
+    ///             .named("charge card")
+    ///             .compensate_failed_action(false),
+    ///     )
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert_eq!(error.failed_step_name(), Some("charge card"));
+    /// assert_eq!(error.to_string(), "step 0 (charge card) failed: card declined; nothing needed compensation");
+    /// ```
+    #[must_use = "a step does nothing until it is added to a saga"]
+    pub struct FnStep<A, C, AF, CF> {
+        action: A,
+        compensation: C,
+        name: Option<Cow<'static, str>>,
+        compensate_failed_action: bool,
+        #[pin]
+        state: FnState<AF, CF>,
+    }
+}
+
+pin_project! {
+    #[project = FnStateProj]
+    enum FnState<AF, CF> {
+        Idle,
+        Acting { #[pin] future: AF },
+        // The last action attempt finished (either way): there is something to compensate.
+        Settled,
+        Compensating { #[pin] future: CF },
+        Compensated,
+    }
+}
+
+impl<A, C, AF, CF> FnStep<A, C, AF, CF> {
+    /// A step from an action closure and a compensation closure.
+    pub fn new(action: A, compensation: C) -> Self {
+        FnStep {
+            action,
+            compensation,
+            name: None,
+            compensate_failed_action: true,
+            state: FnState::Idle,
+        }
+    }
+
+    /// Names the step, for errors and events.
+    pub fn named(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Whether the compensation runs when this step's own action failed
+    /// (`true` by default).
+    pub fn compensate_failed_action(mut self, compensate: bool) -> Self {
+        self.compensate_failed_action = compensate;
+        self
+    }
+}
+
+impl<A, C, AF, CF, T, E> Step<E> for FnStep<A, C, AF, CF>
+where
+    A: FnMut() -> AF,
+    AF: Future<Output = Result<T, E>>,
+    C: FnMut() -> CF,
+    CF: Future<Output = Result<(), E>>,
+{
+    fn poll_action(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                FnStateProj::Acting { future } => {
+                    let result = ready!(future.poll(cx));
+                    this.state.set(FnState::Settled);
+                    return Poll::Ready(result.map(drop));
+                }
+                _ => this.state.set(FnState::Acting {
+                    future: (this.action)(),
+                }),
+            }
+        }
+    }
+
+    fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                FnStateProj::Compensating { future } => {
+                    let result = ready!(future.poll(cx));
+                    // A failed compensation leaves the step to be compensated again.
+                    let next = match result {
+                        Ok(()) => FnState::Compensated,
+                        Err(_) => FnState::Settled,
+                    };
+                    this.state.set(next);
+                    return Poll::Ready(result);
+                }
+                // An action cut short counts as possibly applied: drop it and undo.
+                FnStateProj::Settled | FnStateProj::Acting { .. } => {
+                    this.state.set(FnState::Compensating {
+                        future: (this.compensation)(),
+                    })
+                }
+                FnStateProj::Idle | FnStateProj::Compensated => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+
+    fn reset(self: Pin<&mut Self>) {
+        self.project().state.set(FnState::Idle);
+    }
+
+    fn compensates_failed_action(&self) -> bool {
+        self.compensate_failed_action
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+impl<A, C, AF, CF> fmt::Debug for FnStep<A, C, AF, CF> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnStep")
+            .field("name", &self.name)
+            .field("compensate_failed_action", &self.compensate_failed_action)
+            .field("state", &self.state.label())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<AF, CF> FnState<AF, CF> {
+    fn label(&self) -> &'static str {
+        match self {
+            FnState::Idle => "Idle",
+            FnState::Acting { .. } => "Acting",
+            FnState::Settled => "Settled",
+            FnState::Compensating { .. } => "Compensating",
+            FnState::Compensated => "Compensated",
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Sagas for async Rust, with no runtime and no `std`.
+//!
+//! A saga is an ordered list of steps, each an **action** and a
+//! **compensation**. The actions run one after another; when one fails, the
+//! compensations undo what was done, in reverse order. This crate is the
+//! runtime-free core: it runs on any executor (tokio, async-std, smol,
+//! embassy, a hand-written `block_on`), needs only `alloc`, and contains no
+//! `unsafe`.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use saga_core::SagaBuilder;
+//!
+//! let log = Arc::new(Mutex::new(Vec::new()));
+//! let record = |entry: &'static str| {
+//!     let log = log.clone();
+//!     move || {
+//!         let log = log.clone();
+//!         async move { log.lock().unwrap().push(entry); Ok(()) }
+//!     }
+//! };
+//!
+//! let mut saga = SagaBuilder::new()
+//!     .add_step(record("book flight"), record("cancel flight"))
+//!     .add_step(record("book hotel"), record("cancel hotel"))
+//!     .add_step(|| async { Err::<(), _>("no cars left") }, || async { Ok(()) })
+//!     .build();
+//!
+//! let error = smol::block_on(saga.run()).unwrap_err();
+//! assert_eq!(error.failed_step(), 2);
+//! assert!(error.is_fully_compensated());
+//! assert_eq!(
+//!     *log.lock().unwrap(),
+//!     ["book flight", "book hotel", "cancel hotel", "cancel flight"],
+//! );
+//! ```
+//!
+//! # The rules
+//!
+//! 1. Step `i + 1`'s action starts only after step `i`'s action returned `Ok`.
+//! 2. When an action returns `Err`, later actions never start, and
+//!    compensations run one at a time in reverse order of the steps that ran.
+//! 3. A pysagas-style step ([`SagaBuilder::add_step`], compensation without
+//!    input) is compensated even when its own action failed, first, because a
+//!    failed action may have partly happened. A step whose compensation
+//!    receives the action's value ([`SagaBuilder::add_typed_step`]) is
+//!    compensated only when its action succeeded. [`FnStep`] and
+//!    [`TypedStep::by_option`] change either default.
+//! 4. Actions may return values that their compensation receives, by value or
+//!    by reference, checked at compile time.
+//! 5. Every action error compensates, unless a classifier
+//!    ([`SagaBuilder::classify`]) routes it to [`Recovery::Propagate`].
+//! 6. A compensation failure is never silent: by default the backward phase
+//!    stops there, and [`CompensationMode::ContinueOnError`] goes on and
+//!    collects every error. [`SagaError`] says which steps are left applied.
+//!
+//! # Cancel safety
+//!
+//! Dropping a [`Run`] future mid-saga stops the saga without compensating:
+//! Rust has no async drop. The step in flight is reset and the applied steps
+//! stay applied. Drive runs to completion, or spawn them with a runtime
+//! adapter, whose handle keeps the saga running when dropped.
+//!
+//! # `no_std`
+//!
+//! The crate is `#![no_std]` and uses `alloc` for the step list and the
+//! error report. It builds for targets such as `thumbv7em-none-eabihf`.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+extern crate alloc;
+
+mod builder;
+mod error;
+mod fn_step;
+mod policy;
+mod run;
+mod saga;
+mod step;
+mod typed_step;
+
+pub use builder::{LocalSagaBuilder, SagaBuilder, StepSlot};
+pub use error::{CompensationError, SagaError};
+pub use fn_step::FnStep;
+pub use policy::{CompensationMode, Recovery};
+pub use run::Run;
+pub use saga::{LocalSaga, Saga};
+pub use step::Step;
+pub use typed_step::{ByOption, ByRef, ByValue, Handoff, TypedStep};

@@ -1,0 +1,131 @@
+//! [`Saga`]: a built list of steps, ready to run any number of times.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::fmt;
+use core::pin::Pin;
+
+use crate::{CompensationMode, Recovery, Run, Step};
+
+/// A saga: an ordered list of steps, run with [`Saga::run`].
+///
+/// Built by [`SagaBuilder`](crate::SagaBuilder). `Saga<E>` holds `Send`
+/// steps, so it and its run future are `Send` (when `E` is) and can be spawned
+/// on a multi-threaded runtime. [`LocalSaga<E>`] is the same API for steps
+/// that are not `Send` (`Rc`, `RefCell`, single-threaded executors).
+///
+/// A saga can be run again once a run completed; each run starts every step
+/// afresh.
+///
+/// # Examples
+///
+/// ```
+/// use saga_core::{Saga, SagaBuilder};
+///
+/// let mut saga: Saga<&str> = SagaBuilder::new()
+///     .add_step(|| async { Ok(1) }, || async { Ok(()) })
+///     .build();
+/// assert_eq!(saga.len(), 1);
+/// assert!(smol::block_on(saga.run()).is_ok());
+/// assert!(smol::block_on(saga.run()).is_ok()); // and again
+/// ```
+pub struct Saga<E, S: ?Sized = dyn Step<E> + Send + 'static> {
+    steps: Vec<Pin<Box<S>>>,
+    policy: Policy<E>,
+}
+
+/// A [`Saga`] whose steps need not be `Send`: built with
+/// [`SagaBuilder::new_local`](crate::SagaBuilder::new_local), same API.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// use saga_core::{LocalSaga, SagaBuilder};
+///
+/// let count = Rc::new(Cell::new(0));
+/// let (up, down) = (count.clone(), count.clone());
+/// let mut saga: LocalSaga<()> = SagaBuilder::new_local()
+///     .add_step(
+///         move || { let up = up.clone(); async move { up.set(up.get() + 1); Ok(()) } },
+///         move || { let down = down.clone(); async move { down.set(down.get() - 1); Ok(()) } },
+///     )
+///     .build();
+/// smol::block_on(saga.run()).unwrap();
+/// assert_eq!(count.get(), 1);
+/// ```
+pub type LocalSaga<E> = Saga<E, dyn Step<E> + 'static>;
+
+/// The saga-wide settings a run reads.
+pub(crate) struct Policy<E> {
+    pub(crate) classify: Option<Box<dyn Fn(&E) -> Recovery + Send + Sync>>,
+    pub(crate) compensation_mode: CompensationMode,
+}
+
+impl<E> Policy<E> {
+    pub(crate) fn recovery_for(&self, error: &E) -> Recovery {
+        self.classify
+            .as_ref()
+            .map_or(Recovery::Compensate, |classify| classify(error))
+    }
+}
+
+impl<E> Default for Policy<E> {
+    fn default() -> Self {
+        Policy {
+            classify: None,
+            compensation_mode: CompensationMode::default(),
+        }
+    }
+}
+
+impl<E, S: ?Sized + Step<E>> Saga<E, S> {
+    pub(crate) fn from_parts(steps: Vec<Pin<Box<S>>>, policy: Policy<E>) -> Self {
+        Saga { steps, policy }
+    }
+
+    /// Runs the saga: the actions in order, and on failure the compensations
+    /// in reverse. Resolves to `Ok(())` when every action succeeded.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future stops the saga where it stands, without
+    /// compensating (Rust has no async drop): the step in flight is reset
+    /// (its future dropped) and earlier steps stay applied. To keep a saga
+    /// running to the end, spawn it with a runtime adapter
+    /// (`saga_tokio::spawn`) rather than racing it in a `select!`.
+    pub fn run(&mut self) -> Run<'_, E, S> {
+        Run::new(&mut self.steps, &self.policy)
+    }
+
+    /// The number of steps.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// `true` when the saga has no steps (it then always succeeds).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The name of each step, in order (`None` for unnamed steps).
+    pub fn step_names(&self) -> impl ExactSizeIterator<Item = Option<&str>> + '_ {
+        self.steps.iter().map(|step| step.name())
+    }
+
+    /// What the backward phase does when a compensation fails.
+    pub fn compensation_mode(&self) -> CompensationMode {
+        self.policy.compensation_mode
+    }
+}
+
+impl<E, S: ?Sized> fmt::Debug for Saga<E, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Saga")
+            .field("steps", &self.steps.len())
+            .field("classify", &self.policy.classify.is_some())
+            .field("compensation_mode", &self.policy.compensation_mode)
+            .finish()
+    }
+}

@@ -1,0 +1,120 @@
+//! The [`Step`] trait: one action and its compensation, driven by polling.
+
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+/// One step of a saga: an action and the compensation that undoes it.
+///
+/// `Step` is poll-based, like [`Future`](core::future::Future): the engine owns
+/// no futures of its own, it asks the step to drive whatever it has in flight.
+/// That keeps the in-flight future inside the step (no allocation per run) and
+/// keeps typed outputs private to the step (the compensation reads them, nobody
+/// else needs to). The trait is object safe, so a saga stores its steps as
+/// `Pin<Box<dyn Step<E> + Send>>`.
+///
+/// Most users never implement it: [`SagaBuilder::add_step`](crate::SagaBuilder::add_step)
+/// and the typed-step methods wrap closures in [`FnStep`](crate::FnStep) and
+/// [`TypedStep`](crate::TypedStep). Implement it for a type of your own when a
+/// step is naturally a state machine, or to avoid closures altogether.
+///
+/// # The protocol
+///
+/// The engine follows these rules, and an implementation may rely on them:
+///
+/// 1. Before a run first polls a step's action, it calls [`reset`](Step::reset).
+/// 2. [`poll_action`](Step::poll_action) drives the action: when none is in
+///    flight, it starts one; it returns `Ready` once that attempt finished. After
+///    `Ready`, the next call starts a new attempt.
+/// 3. [`poll_compensate`](Step::poll_compensate) is only called after
+///    `poll_action` returned `Ready(Ok(()))`, or returned `Ready(Err(_))` and
+///    [`compensates_failed_action`](Step::compensates_failed_action) is `true`.
+///    It drives the compensation of the last action attempt; after `Ready`, the
+///    next call starts a new attempt.
+/// 4. Once a method returned `Pending`, the engine calls that same method again
+///    (after a wake-up) unless the run is dropped, in which case it calls
+///    [`reset`](Step::reset) to drop what was in flight.
+///
+/// # Examples
+///
+/// A step that reserves a seat and releases it, written as a small state
+/// machine over `futures_util::future::Ready` (any future works):
+///
+/// ```
+/// use core::pin::Pin;
+/// use core::task::{Context, Poll};
+/// use std::sync::{Arc, Mutex};
+/// use saga_core::{SagaBuilder, Step};
+///
+/// struct Reserve {
+///     seats: Arc<Mutex<u32>>,
+///     reserved: bool,
+/// }
+///
+/// impl Step<&'static str> for Reserve {
+///     fn poll_action(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+///         let this = self.get_mut();
+///         let mut seats = this.seats.lock().unwrap();
+///         if *seats == 0 {
+///             return Poll::Ready(Err("sold out"));
+///         }
+///         *seats -= 1;
+///         this.reserved = true;
+///         Poll::Ready(Ok(()))
+///     }
+///
+///     fn poll_compensate(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+///         let this = self.get_mut();
+///         if this.reserved {
+///             *this.seats.lock().unwrap() += 1;
+///             this.reserved = false;
+///         }
+///         Poll::Ready(Ok(()))
+///     }
+///
+///     fn reset(self: Pin<&mut Self>) {
+///         self.get_mut().reserved = false;
+///     }
+///
+///     fn name(&self) -> Option<&str> {
+///         Some("reserve seat")
+///     }
+/// }
+///
+/// let seats = Arc::new(Mutex::new(1));
+/// let mut saga = SagaBuilder::new()
+///     .add(Reserve { seats: seats.clone(), reserved: false })
+///     .add_step(|| async { Err::<(), _>("payment declined") }, || async { Ok(()) })
+///     .build();
+///
+/// let error = smol::block_on(saga.run()).unwrap_err();
+/// assert_eq!(*error.error(), "payment declined");
+/// assert!(error.is_fully_compensated());
+/// assert_eq!(*seats.lock().unwrap(), 1); // the seat was given back
+/// ```
+pub trait Step<E> {
+    /// Drives the action: starts an attempt when none is in flight, and
+    /// returns `Ready` with its result when the attempt finished.
+    fn poll_action(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
+
+    /// Drives the compensation of the last action attempt: starts one when none
+    /// is in flight, and returns `Ready` with its result when it finished.
+    fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
+
+    /// Drops whatever is in flight and any output kept from an earlier run, so
+    /// the step is ready for a fresh run.
+    fn reset(self: Pin<&mut Self>);
+
+    /// Whether the engine compensates this step when its own action failed.
+    ///
+    /// `true` by default: a failed action may have partly happened (DESIGN rule
+    /// 3), and [`poll_compensate`](Step::poll_compensate) can still decide that
+    /// there is nothing to undo.
+    fn compensates_failed_action(&self) -> bool {
+        true
+    }
+
+    /// A human-readable name, used in errors and events.
+    fn name(&self) -> Option<&str> {
+        None
+    }
+}

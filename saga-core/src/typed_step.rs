@@ -1,0 +1,296 @@
+//! [`TypedStep`]: a step whose action returns a value that its compensation
+//! receives.
+
+use alloc::borrow::Cow;
+use core::fmt;
+use core::future::Future;
+use core::marker::PhantomData;
+use core::pin::Pin;
+use core::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+
+use crate::Step;
+
+pin_project! {
+    /// A step whose action returns a value `T` that its compensation receives,
+    /// with no runtime type lookups: the value never leaves the step.
+    ///
+    /// How the compensation receives it is chosen by the constructor, and is
+    /// the `H` parameter:
+    ///
+    /// | constructor | compensation | compensates a failed action? |
+    /// | --- | --- | --- |
+    /// | [`by_value`](TypedStep::by_value) | `FnMut(T) -> impl Future<Output = Result<(), E>>` | no |
+    /// | [`by_ref`](TypedStep::by_ref) | `FnMut(&T) -> impl Future<Output = Result<(), E>>` | no |
+    /// | [`by_option`](TypedStep::by_option) | `FnMut(Option<T>) -> impl Future<Output = Result<(), E>>` | yes, with `None` |
+    ///
+    /// A by-reference compensation keeps `T` until the compensation succeeds, so
+    /// it can be attempted again; its future cannot borrow `T` (clone what it
+    /// needs). A by-value compensation consumes `T` in its one attempt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use saga_core::{SagaBuilder, TypedStep};
+    ///
+    /// let cancelled = Arc::new(Mutex::new(Vec::new()));
+    /// let log = cancelled.clone();
+    /// let mut saga = SagaBuilder::new()
+    ///     .add(
+    ///         TypedStep::by_ref(
+    ///             || async { Ok::<_, String>(String::from("booking-42")) },
+    ///             move |id: &String| {
+    ///                 let (log, id) = (log.clone(), id.clone());
+    ///                 async move { log.lock().unwrap().push(id); Ok(()) }
+    ///             },
+    ///         )
+    ///         .named("book flight"),
+    ///     )
+    ///     .add_step(|| async { Err::<(), _>(String::from("no hotel")) }, || async { Ok(()) })
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert!(error.is_fully_compensated());
+    /// assert_eq!(*cancelled.lock().unwrap(), ["booking-42"]);
+    /// ```
+    #[must_use = "a step does nothing until it is added to a saga"]
+    pub struct TypedStep<A, C, AF, CF, T, H> {
+        action: A,
+        compensation: C,
+        name: Option<Cow<'static, str>>,
+        handoff: PhantomData<fn() -> H>,
+        #[pin]
+        state: TypedState<AF, CF, T>,
+    }
+}
+
+pin_project! {
+    #[project = TypedStateProj]
+    #[project_replace = TypedStateReplace]
+    enum TypedState<AF, CF, T> {
+        Idle,
+        Acting { #[pin] future: AF },
+        // The last action attempt finished; `output` is its value when it succeeded.
+        Settled { output: Option<T> },
+        Compensating { kept: Option<T>, #[pin] future: CF },
+        Compensated,
+    }
+}
+
+/// How a [`TypedStep`] hands its action's value to its compensation: one of
+/// [`ByValue`], [`ByRef`] and [`ByOption`]. Sealed.
+pub trait Handoff<T, C, CF>: sealed::Sealed {
+    /// Whether a failed action is compensated.
+    #[doc(hidden)]
+    const COMPENSATES_FAILED_ACTION: bool;
+
+    /// Starts the compensation for `output` (`None` when the action failed).
+    /// Returns what the step keeps while it runs, and the future, or `None`
+    /// when there is nothing to undo.
+    #[doc(hidden)]
+    fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ByValue {}
+    impl Sealed for super::ByRef {}
+    impl Sealed for super::ByOption {}
+}
+
+/// The compensation takes the action's value by value: `FnMut(T)`.
+#[derive(Debug, Clone, Copy)]
+pub enum ByValue {}
+
+/// The compensation takes the action's value by reference: `FnMut(&T)`.
+#[derive(Debug, Clone, Copy)]
+pub enum ByRef {}
+
+/// The compensation takes `Option<T>`: `Some` after a successful action,
+/// `None` after a failed one (which is compensated too).
+#[derive(Debug, Clone, Copy)]
+pub enum ByOption {}
+
+impl<T, C: FnMut(T) -> CF, CF> Handoff<T, C, CF> for ByValue {
+    const COMPENSATES_FAILED_ACTION: bool = false;
+
+    fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)> {
+        output.map(|output| (None, compensation(output)))
+    }
+}
+
+impl<T, C: FnMut(&T) -> CF, CF> Handoff<T, C, CF> for ByRef {
+    const COMPENSATES_FAILED_ACTION: bool = false;
+
+    fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)> {
+        output.map(|output| {
+            let future = compensation(&output);
+            (Some(output), future)
+        })
+    }
+}
+
+impl<T, C: FnMut(Option<T>) -> CF, CF> Handoff<T, C, CF> for ByOption {
+    const COMPENSATES_FAILED_ACTION: bool = true;
+
+    fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)> {
+        Some((None, compensation(output)))
+    }
+}
+
+impl<A, C, AF, CF, T, H> TypedStep<A, C, AF, CF, T, H> {
+    fn with_handoff(action: A, compensation: C) -> Self {
+        TypedStep {
+            action,
+            compensation,
+            name: None,
+            handoff: PhantomData,
+            state: TypedState::Idle,
+        }
+    }
+
+    /// Names the step, for errors and events.
+    pub fn named(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+impl<A, C, AF, CF, T> TypedStep<A, C, AF, CF, T, ByValue> {
+    /// A step whose compensation consumes the action's value. A failed action
+    /// is not compensated (there is no value to hand over).
+    pub fn by_value<E>(action: A, compensation: C) -> Self
+    where
+        A: FnMut() -> AF,
+        AF: Future<Output = Result<T, E>>,
+        C: FnMut(T) -> CF,
+        CF: Future<Output = Result<(), E>>,
+    {
+        Self::with_handoff(action, compensation)
+    }
+}
+
+impl<A, C, AF, CF, T> TypedStep<A, C, AF, CF, T, ByRef> {
+    /// A step whose compensation borrows the action's value (kept until the
+    /// compensation succeeds). A failed action is not compensated.
+    pub fn by_ref<E>(action: A, compensation: C) -> Self
+    where
+        A: FnMut() -> AF,
+        AF: Future<Output = Result<T, E>>,
+        C: FnMut(&T) -> CF,
+        CF: Future<Output = Result<(), E>>,
+    {
+        Self::with_handoff(action, compensation)
+    }
+}
+
+impl<A, C, AF, CF, T> TypedStep<A, C, AF, CF, T, ByOption> {
+    /// A step whose compensation receives `Some(value)` after a successful
+    /// action and `None` after a failed (possibly partly applied) one.
+    pub fn by_option<E>(action: A, compensation: C) -> Self
+    where
+        A: FnMut() -> AF,
+        AF: Future<Output = Result<T, E>>,
+        C: FnMut(Option<T>) -> CF,
+        CF: Future<Output = Result<(), E>>,
+    {
+        Self::with_handoff(action, compensation)
+    }
+}
+
+impl<A, C, AF, CF, T, E, H> Step<E> for TypedStep<A, C, AF, CF, T, H>
+where
+    A: FnMut() -> AF,
+    AF: Future<Output = Result<T, E>>,
+    CF: Future<Output = Result<(), E>>,
+    H: Handoff<T, C, CF>,
+{
+    fn poll_action(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                TypedStateProj::Acting { future } => {
+                    return Poll::Ready(match ready!(future.poll(cx)) {
+                        Ok(output) => {
+                            let output = Some(output);
+                            this.state.set(TypedState::Settled { output });
+                            Ok(())
+                        }
+                        Err(error) => {
+                            this.state.set(TypedState::Settled { output: None });
+                            Err(error)
+                        }
+                    });
+                }
+                _ => this.state.set(TypedState::Acting {
+                    future: (this.action)(),
+                }),
+            }
+        }
+    }
+
+    fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                TypedStateProj::Compensating { future, .. } => {
+                    let result = ready!(future.poll(cx));
+                    let replaced = this.state.as_mut().project_replace(TypedState::Compensated);
+                    if let (Err(_), TypedStateReplace::Compensating { kept, .. }) =
+                        (&result, replaced)
+                    {
+                        // Keep what is left for another attempt.
+                        this.state.set(TypedState::Settled { output: kept });
+                    }
+                    return Poll::Ready(result);
+                }
+                TypedStateProj::Idle | TypedStateProj::Compensated => return Poll::Ready(Ok(())),
+                // `Settled`, or an action cut short (possibly applied, no value).
+                TypedStateProj::Settled { .. } | TypedStateProj::Acting { .. } => {
+                    let output = match this.state.as_mut().project_replace(TypedState::Compensated)
+                    {
+                        TypedStateReplace::Settled { output } => output,
+                        _ => None,
+                    };
+                    match H::start(this.compensation, output) {
+                        Some((kept, future)) => {
+                            this.state.set(TypedState::Compensating { kept, future })
+                        }
+                        None => return Poll::Ready(Ok(())),
+                    }
+                }
+            }
+        }
+    }
+
+    fn reset(self: Pin<&mut Self>) {
+        self.project().state.set(TypedState::Idle);
+    }
+
+    fn compensates_failed_action(&self) -> bool {
+        H::COMPENSATES_FAILED_ACTION
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+impl<A, C, AF, CF, T, H> fmt::Debug for TypedStep<A, C, AF, CF, T, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            TypedState::Idle => "Idle",
+            TypedState::Acting { .. } => "Acting",
+            TypedState::Settled { .. } => "Settled",
+            TypedState::Compensating { .. } => "Compensating",
+            TypedState::Compensated => "Compensated",
+        };
+        f.debug_struct("TypedStep")
+            .field("name", &self.name)
+            .field("handoff", &core::any::type_name::<H>())
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

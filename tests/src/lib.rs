@@ -1,0 +1,1 @@
+//! The workspace conformance suite for saga: see the files under `tests/`.
