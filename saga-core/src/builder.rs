@@ -129,7 +129,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
 
     /// Adds a step of any type implementing [`Step`]: your own, or a
     /// configured [`FnStep`] or [`TypedStep`].
-    pub fn add<T>(mut self, step: T) -> Self
+    pub fn step<T>(mut self, step: T) -> Self
     where
         S: StepSlot<T>,
     {
@@ -149,7 +149,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
         CF: Future<Output = Result<(), E>>,
         S: StepSlot<FnStep<A, C, AF, CF>>,
     {
-        self.add(FnStep::new(action, compensation))
+        self.step(FnStep::new(action, compensation))
     }
 
     /// Adds a step whose action returns a value that its compensation
@@ -182,7 +182,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
         CF: Future<Output = Result<(), E>>,
         S: StepSlot<TypedStep<A, C, AF, CF, T, ByValue>>,
     {
-        self.add(TypedStep::by_value(action, compensation))
+        self.step(TypedStep::by_value(action, compensation))
     }
 
     /// Adds a step whose action returns a value that its compensation
@@ -215,7 +215,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
         CF: Future<Output = Result<(), E>>,
         S: StepSlot<TypedStep<A, C, AF, CF, T, ByRef>>,
     {
-        self.add(TypedStep::by_ref(action, compensation))
+        self.step(TypedStep::by_ref(action, compensation))
     }
 
     /// Decides, per action error, whether to compensate or to propagate the

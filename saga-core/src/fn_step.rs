@@ -31,7 +31,7 @@ pin_project! {
     /// use saga_core::{FnStep, SagaBuilder};
     ///
     /// let mut saga = SagaBuilder::new()
-    ///     .add(
+    ///     .step(
     ///         FnStep::new(|| async { Err::<(), _>("card declined") }, || async { Ok(()) })
     ///             .named("charge card")
     ///             .compensate_failed_action(false),

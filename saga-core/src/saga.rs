@@ -57,9 +57,12 @@ pub struct Saga<E, S: ?Sized = dyn Step<E> + Send + 'static> {
 /// ```
 pub type LocalSaga<E> = Saga<E, dyn Step<E> + 'static>;
 
+/// Decides what a failed action's error leads to.
+pub(crate) type Classifier<E> = Box<dyn Fn(&E) -> Recovery + Send + Sync>;
+
 /// The saga-wide settings a run reads.
 pub(crate) struct Policy<E> {
-    pub(crate) classify: Option<Box<dyn Fn(&E) -> Recovery + Send + Sync>>,
+    pub(crate) classify: Option<Classifier<E>>,
     pub(crate) compensation_mode: CompensationMode,
 }
 

@@ -82,7 +82,7 @@ use core::task::{Context, Poll};
 ///
 /// let seats = Arc::new(Mutex::new(1));
 /// let mut saga = SagaBuilder::new()
-///     .add(Reserve { seats: seats.clone(), reserved: false })
+///     .step(Reserve { seats: seats.clone(), reserved: false })
 ///     .add_step(|| async { Err::<(), _>("payment declined") }, || async { Ok(()) })
 ///     .build();
 ///

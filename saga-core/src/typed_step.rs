@@ -38,7 +38,7 @@ pin_project! {
     /// let cancelled = Arc::new(Mutex::new(Vec::new()));
     /// let log = cancelled.clone();
     /// let mut saga = SagaBuilder::new()
-    ///     .add(
+    ///     .step(
     ///         TypedStep::by_ref(
     ///             || async { Ok::<_, String>(String::from("booking-42")) },
     ///             move |id: &String| {
