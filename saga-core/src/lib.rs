@@ -90,3 +90,8 @@ pub use run::Run;
 pub use saga::{LocalSaga, Saga};
 pub use step::Step;
 pub use typed_step::{ByOption, ByRef, ByValue, Handoff, TypedStep};
+
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
