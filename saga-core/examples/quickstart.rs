@@ -3,7 +3,7 @@
 //! Run with `cargo run -p saga-core --example quickstart`. The first saga
 //! succeeds (`[40, 50]`); in the second, every action fails after changing the
 //! counter, and the saga undoes all of it (`[10, 20]`), every time.
-#![allow(clippy::std_instead_of_core)]
+#![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
 use std::sync::{Arc, Mutex};
 
@@ -23,7 +23,11 @@ fn counter_saga(counter: &Counter, fail: bool) -> Saga<String> {
             async move {
                 counter.lock().unwrap()[index] += AMOUNT;
                 println!("  add {AMOUNT} to counter[{index}]");
-                if fail { Err(format!("error occurred in step {index}")) } else { Ok(()) }
+                if fail {
+                    Err(format!("error occurred in step {index}"))
+                } else {
+                    Ok(())
+                }
             }
         };
         let decrement = move || {

@@ -4,11 +4,17 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
+use core::marker::PhantomData;
 use core::pin::Pin;
+use core::time::Duration;
 
-use crate::saga::Policy;
+use crate::saga::{Policy, SagaClock};
+use crate::sleep::SleeperTimers;
 use crate::typed_step::{ByRef, ByValue};
-use crate::{CompensationMode, FnStep, Recovery, Saga, Step, TypedStep};
+use crate::{
+    CompensationMode, FnStep, InFlight, Permits, Recovery, Retry, Saga, Sleeper, Step, StepPolicy,
+    Timed, TimedOut, TypedStep, Untimed,
+};
 
 /// Builds a [`Saga`]: steps in the order they run, plus saga-wide settings.
 ///
@@ -57,9 +63,11 @@ use crate::{CompensationMode, FnStep, Recovery, Saga, Step, TypedStep};
 /// assert_eq!(*counter.lock().unwrap(), [10, 20]);
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct SagaBuilder<E, S: ?Sized = dyn Step<E> + Send + 'static> {
+pub struct SagaBuilder<E, S: ?Sized = dyn Step<E> + Send + 'static, T = Untimed> {
     steps: Vec<Pin<Box<S>>>,
     policy: Policy<E>,
+    clock: Option<SagaClock<E>>,
+    timing: PhantomData<fn() -> T>,
 }
 
 /// A [`SagaBuilder`] for steps that need not be `Send`.
@@ -124,16 +132,213 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
         SagaBuilder {
             steps: Vec::new(),
             policy: Policy::default(),
+            clock: None,
+            timing: PhantomData,
         }
     }
 
+    /// Gives the saga a timer, which unlocks retry backoff and timeouts
+    /// (without one, asking for them does not compile). Any
+    /// `Fn(Duration) -> impl Future` is a [`Sleeper`]; the runtime adapters
+    /// provide theirs. A timeout fails a step with `E::from(TimedOut)`, hence
+    /// the bound.
+    ///
+    /// The sleeper is boxed once, here; runs reuse it and allocate nothing to
+    /// keep time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use saga_core::{Retry, SagaBuilder, TimedOut};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// enum Error { Busy, TimedOut }
+    /// impl From<TimedOut> for Error {
+    ///     fn from(_: TimedOut) -> Self { Error::TimedOut }
+    /// }
+    ///
+    /// let mut saga = SagaBuilder::new()
+    ///     .sleeper(|duration| smol::Timer::after(duration))
+    ///     .action_retry(Retry::attempts(3).constant(Duration::from_millis(1)))
+    ///     .action_timeout(Duration::from_millis(50))
+    ///     .add_step(|| async { Err::<(), _>(Error::Busy) }, || async { Ok(()) })
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert_eq!(*error.error(), Error::Busy);
+    /// assert_eq!(error.attempts(), 3);
+    /// ```
+    pub fn sleeper<Z>(self, sleeper: Z) -> SagaBuilder<E, S, Timed>
+    where
+        E: From<TimedOut>,
+        Z: Sleeper + Send + 'static,
+        Z::Sleep: Send + 'static,
+    {
+        SagaBuilder {
+            steps: self.steps,
+            policy: self.policy,
+            clock: Some(SagaClock {
+                timers: Box::pin(SleeperTimers::new(sleeper)),
+                timed_out: E::from,
+            }),
+            timing: PhantomData,
+        }
+    }
+}
+
+impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S, Timed> {
+    /// The saga's default timeout for each action attempt; a step's own
+    /// [`StepPolicy`] overrides it. A timed-out attempt is cut short, counts
+    /// as failed and possibly applied, and fails with `E::from(TimedOut)`,
+    /// which the classifier sees like any error (so it can be retried).
+    pub fn action_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.defaults.action_timeout = Some(timeout);
+        self
+    }
+
+    /// The saga's default timeout for each compensation attempt; a step's own
+    /// [`StepPolicy`] overrides it. A timed-out attempt counts as failed and
+    /// is retried per the compensation retry policy.
+    pub fn compensation_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.defaults.compensation_timeout = Some(timeout);
+        self
+    }
+
+    /// A deadline for the saga's forward phase, counted from the first poll:
+    /// when it passes, the action in flight is cut short (it counts as failed
+    /// and possibly applied), no further action starts, and the saga
+    /// compensates with the error `E::from(TimedOut)`. Compensations are not
+    /// subject to it (they are bounded by their own timeouts and retries), so
+    /// a deadline never leaves work half undone.
+    pub fn saga_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.saga_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     /// Adds a step of any type implementing [`Step`]: your own, or a
     /// configured [`FnStep`] or [`TypedStep`].
-    pub fn step<T>(mut self, step: T) -> Self
+    pub fn step<X>(mut self, step: X) -> Self
     where
-        S: StepSlot<T>,
+        S: StepSlot<X>,
     {
         self.steps.push(S::pin_box(step));
+        self
+    }
+
+    /// Adds a step with retry and timeout settings of its own, which
+    /// override the saga's defaults field by field.
+    ///
+    /// A policy with a backoff or a timeout is only accepted once the builder
+    /// has a [`sleeper`](SagaBuilder::sleeper).
+    pub fn step_with<X, P>(mut self, step: X, policy: StepPolicy<P>) -> Self
+    where
+        S: StepSlot<X>,
+        T: Permits<P>,
+    {
+        self.policy
+            .overrides
+            .push((self.steps.len(), policy.into_data()));
+        self.step(step)
+    }
+
+    /// [`add_step`](SagaBuilder::add_step) with a [`StepPolicy`] of its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use saga_core::{Retry, SagaBuilder, StepPolicy};
+    ///
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let counter = calls.clone();
+    /// let mut saga = SagaBuilder::new()
+    ///     .add_step_with(
+    ///         move || {
+    ///             // Fails twice, then succeeds: immediate retries need no timer.
+    ///             let call = counter.fetch_add(1, Ordering::SeqCst);
+    ///             async move { if call < 2 { Err("flaky") } else { Ok(()) } }
+    ///         },
+    ///         || async { Ok(()) },
+    ///         StepPolicy::new().retry(Retry::attempts(3)),
+    ///     )
+    ///     .build();
+    ///
+    /// assert!(smol::block_on(saga.run()).is_ok());
+    /// assert_eq!(calls.load(Ordering::SeqCst), 3);
+    /// ```
+    pub fn add_step_with<A, C, AF, CF, V, P>(
+        self,
+        action: A,
+        compensation: C,
+        policy: StepPolicy<P>,
+    ) -> Self
+    where
+        A: FnMut() -> AF,
+        AF: Future<Output = Result<V, E>>,
+        C: FnMut() -> CF,
+        CF: Future<Output = Result<(), E>>,
+        S: StepSlot<FnStep<A, C, AF, CF>>,
+        T: Permits<P>,
+    {
+        self.step_with(FnStep::new(action, compensation), policy)
+    }
+
+    /// The saga's default retry policy for actions (one attempt unless set);
+    /// a step's own [`StepPolicy`] overrides it. Which errors are retried is
+    /// up to the [classifier](SagaBuilder::classify): by default, all.
+    pub fn action_retry<P>(mut self, retry: Retry<P>) -> Self
+    where
+        T: Permits<P>,
+    {
+        self.policy.defaults.action_retry = Some(retry.into_spec());
+        self
+    }
+
+    /// The saga's default retry policy for compensations (one attempt unless
+    /// set); a step's own [`StepPolicy`] overrides it. Every compensation
+    /// error is retried while attempts remain.
+    ///
+    /// # Examples
+    ///
+    /// A compensation that fails twice, then succeeds, under a 3-attempt
+    /// policy: the saga ends fully compensated.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use saga_core::{Retry, SagaBuilder};
+    ///
+    /// let undo_calls = Arc::new(AtomicU32::new(0));
+    /// let counter = undo_calls.clone();
+    /// let mut saga = SagaBuilder::new()
+    ///     .compensation_retry(Retry::attempts(3))
+    ///     .add_step(|| async { Ok(()) }, move || {
+    ///         let call = counter.fetch_add(1, Ordering::SeqCst);
+    ///         async move { if call < 2 { Err("refund service down") } else { Ok(()) } }
+    ///     })
+    ///     .add_step(|| async { Err::<(), _>("out of stock") }, || async { Ok(()) })
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert!(error.is_fully_compensated());
+    /// assert_eq!(undo_calls.load(Ordering::SeqCst), 3);
+    /// ```
+    pub fn compensation_retry<P>(mut self, retry: Retry<P>) -> Self
+    where
+        T: Permits<P>,
+    {
+        self.policy.defaults.compensation_retry = Some(retry.into_spec());
+        self
+    }
+
+    /// What an [abort](crate::AbortHandle) does to the action in flight: let
+    /// it finish (the default) or cut it short.
+    pub fn on_abort(mut self, in_flight: InFlight) -> Self {
+        self.policy.on_abort = in_flight;
         self
     }
 
@@ -141,10 +346,10 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
     /// input. The action's value is dropped. The compensation also runs when
     /// this step's own action failed (it may have partly happened); see
     /// [`FnStep`] to change that or to name the step.
-    pub fn add_step<A, C, AF, CF, T>(self, action: A, compensation: C) -> Self
+    pub fn add_step<A, C, AF, CF, V>(self, action: A, compensation: C) -> Self
     where
         A: FnMut() -> AF,
-        AF: Future<Output = Result<T, E>>,
+        AF: Future<Output = Result<V, E>>,
         C: FnMut() -> CF,
         CF: Future<Output = Result<(), E>>,
         S: StepSlot<FnStep<A, C, AF, CF>>,
@@ -174,13 +379,13 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
     /// assert!(error.is_fully_compensated());
     /// assert_eq!(error.compensated_count(), 2);
     /// ```
-    pub fn add_typed_step<A, C, AF, CF, T>(self, action: A, compensation: C) -> Self
+    pub fn add_typed_step<A, C, AF, CF, V>(self, action: A, compensation: C) -> Self
     where
         A: FnMut() -> AF,
-        AF: Future<Output = Result<T, E>>,
-        C: FnMut(T) -> CF,
+        AF: Future<Output = Result<V, E>>,
+        C: FnMut(V) -> CF,
         CF: Future<Output = Result<(), E>>,
-        S: StepSlot<TypedStep<A, C, AF, CF, T, ByValue>>,
+        S: StepSlot<TypedStep<A, C, AF, CF, V, ByValue>>,
     {
         self.step(TypedStep::by_value(action, compensation))
     }
@@ -207,20 +412,22 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
     ///
     /// assert!(smol::block_on(saga.run()).unwrap_err().is_fully_compensated());
     /// ```
-    pub fn add_typed_step_ref<A, C, AF, CF, T>(self, action: A, compensation: C) -> Self
+    pub fn add_typed_step_ref<A, C, AF, CF, V>(self, action: A, compensation: C) -> Self
     where
         A: FnMut() -> AF,
-        AF: Future<Output = Result<T, E>>,
-        C: FnMut(&T) -> CF,
+        AF: Future<Output = Result<V, E>>,
+        C: FnMut(&V) -> CF,
         CF: Future<Output = Result<(), E>>,
-        S: StepSlot<TypedStep<A, C, AF, CF, T, ByRef>>,
+        S: StepSlot<TypedStep<A, C, AF, CF, V, ByRef>>,
     {
         self.step(TypedStep::by_ref(action, compensation))
     }
 
-    /// Decides, per action error, whether to compensate or to propagate the
-    /// error without compensating (pysagas's `exceptions=`). Without a
-    /// classifier every error is compensated.
+    /// Decides, per action error, whether to retry the action (by its retry
+    /// policy, then compensate), compensate at once, or propagate the error
+    /// without compensating (pysagas's `exceptions=`). Without a classifier
+    /// every error is [`Recovery::Retry`]: retried while the step's policy
+    /// allows (by default it allows one attempt), then compensated.
     ///
     /// # Examples
     ///
@@ -280,16 +487,17 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
 
     /// Builds the saga.
     pub fn build(self) -> Saga<E, S> {
-        Saga::from_parts(self.steps, self.policy)
+        Saga::from_parts(self.steps, self.policy, self.clock)
     }
 }
 
-impl<E, S: ?Sized> fmt::Debug for SagaBuilder<E, S> {
+impl<E, S: ?Sized, T> fmt::Debug for SagaBuilder<E, S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SagaBuilder")
             .field("steps", &self.steps.len())
             .field("classify", &self.policy.classify.is_some())
             .field("compensation_mode", &self.policy.compensation_mode)
+            .field("timed", &self.clock.is_some())
             .finish()
     }
 }

@@ -45,9 +45,14 @@ pub struct SagaError<E> {
     failed_step: usize,
     failed_step_name: Option<String>,
     recovery: Recovery,
+    attempts: u32,
+    timed_out: bool,
+    aborted: bool,
     compensated: usize,
-    // Steps never attempted: `0..never_compensated.end` in practice, kept as a range.
+    // Steps whose compensation never started: a prefix `0..k`, kept as a range.
     never_compensated: Range<usize>,
+    // The failed step was cut short and is not compensated: possibly applied.
+    failed_step_left_applied: bool,
     // In the order they happened, which is descending step order.
     compensation_errors: Vec<CompensationError<E>>,
 }
@@ -64,19 +69,49 @@ impl<E> SagaError<E> {
             failed_step,
             failed_step_name: failed_step_name.map(String::from),
             recovery,
+            attempts: 0,
+            timed_out: false,
+            aborted: false,
             compensated: 0,
             never_compensated: 0..0,
+            failed_step_left_applied: false,
             compensation_errors: Vec::new(),
         }
+    }
+
+    pub(crate) fn record_attempts(&mut self, attempts: u32) {
+        self.attempts = attempts;
+    }
+
+    pub(crate) fn record_timed_out(&mut self) {
+        self.timed_out = true;
+    }
+
+    pub(crate) fn record_aborted(&mut self) {
+        self.aborted = true;
+    }
+
+    pub(crate) fn record_failed_step_left_applied(&mut self) {
+        self.failed_step_left_applied = true;
     }
 
     pub(crate) fn record_compensated(&mut self) {
         self.compensated += 1;
     }
 
-    pub(crate) fn record_compensation_error(&mut self, step: usize, error: E) {
-        self.compensation_errors
-            .push(CompensationError { step, error });
+    pub(crate) fn record_compensation_error(
+        &mut self,
+        step: usize,
+        error: E,
+        attempts: u32,
+        timed_out: bool,
+    ) {
+        self.compensation_errors.push(CompensationError {
+            step,
+            error,
+            attempts,
+            timed_out,
+        });
     }
 
     pub(crate) fn record_never_compensated(&mut self, steps: Range<usize>) {
@@ -103,16 +138,35 @@ impl<E> SagaError<E> {
         self.failed_step_name.as_deref()
     }
 
-    /// What the engine did after the action failed: compensated, or (as the
-    /// saga's classifier decided) propagated the error without compensating.
+    /// What the engine did after the action failed:
+    /// [`Recovery::Compensate`] (also after retries ran out, and after an
+    /// abort), or [`Recovery::Propagate`] when the saga's classifier returned
+    /// the error without compensating. Never [`Recovery::Retry`].
     pub fn recovery(&self) -> Recovery {
         self.recovery
+    }
+
+    /// How many attempts the failed step's action made (0 when the saga was
+    /// aborted or timed out before it started).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// `true` when the failure was a timeout: the failed step's last attempt,
+    /// or the whole saga, ran out of time.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// `true` when the run was stopped by its [`AbortHandle`](crate::AbortHandle).
+    pub fn aborted(&self) -> bool {
+        self.aborted
     }
 
     /// `true` when every step that needed compensation was compensated, so
     /// nothing the saga did is left applied.
     pub fn is_fully_compensated(&self) -> bool {
-        self.never_compensated.is_empty() && self.compensation_errors.is_empty()
+        self.uncompensated_count() == 0
     }
 
     /// How many compensations ran to success.
@@ -151,7 +205,14 @@ impl<E: fmt::Display> fmt::Display for SagaError<E> {
         if let Some(name) = &self.failed_step_name {
             write!(f, " ({name})")?;
         }
-        write!(f, " failed: {}; ", self.error)?;
+        write!(f, " failed: {}", self.error)?;
+        if self.attempts > 1 {
+            write!(f, " (after {} attempts)", self.attempts)?;
+        }
+        if self.aborted {
+            f.write_str(" (aborted)")?;
+        }
+        f.write_str("; ")?;
         let left = self.uncompensated_count();
         let steps = if left == 1 { "step" } else { "steps" };
         if self.recovery == Recovery::Propagate {
@@ -161,6 +222,10 @@ impl<E: fmt::Display> fmt::Display for SagaError<E> {
             );
         }
         match self.compensation_errors.as_slice() {
+            [] if left > 0 => {
+                let done = self.compensated;
+                write!(f, "{done} compensated, {left} {steps} left applied")
+            }
             [] if self.compensated == 0 => f.write_str("nothing needed compensation"),
             [] => {
                 let n = self.compensated;
@@ -190,17 +255,30 @@ where
     }
 }
 
-/// A compensation that failed: its step and its error.
+/// A compensation that failed after its retries: its step, its last error,
+/// and how many attempts were made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompensationError<E> {
     step: usize,
     error: E,
+    attempts: u32,
+    timed_out: bool,
 }
 
 impl<E> CompensationError<E> {
     /// The index of the step whose compensation failed.
     pub fn step(&self) -> usize {
         self.step
+    }
+
+    /// How many compensation attempts were made.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// `true` when the last attempt ran out of time.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
     }
 
     /// The compensation's error.

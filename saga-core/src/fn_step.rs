@@ -143,6 +143,16 @@ where
         self.project().state.set(FnState::Idle);
     }
 
+    fn cancel(self: Pin<&mut Self>) {
+        let mut state = self.project().state;
+        if let FnStateProj::Acting { .. } | FnStateProj::Compensating { .. } =
+            state.as_mut().project()
+        {
+            // Either way there is (still) something to compensate.
+            state.set(FnState::Settled);
+        }
+    }
+
     fn compensates_failed_action(&self) -> bool {
         self.compensate_failed_action
     }

@@ -73,21 +73,31 @@
 
 extern crate alloc;
 
+mod abort;
 mod builder;
 mod error;
 mod fn_step;
+mod interrupt;
 mod policy;
+mod retry;
 mod run;
 mod saga;
+mod sleep;
 mod step;
 mod typed_step;
 
+pub use abort::AbortHandle;
 pub use builder::{LocalSagaBuilder, SagaBuilder, StepSlot};
 pub use error::{CompensationError, SagaError};
 pub use fn_step::FnStep;
-pub use policy::{CompensationMode, Recovery};
+pub use interrupt::{Aborted, TimedOut};
+pub use policy::{
+    CompensationMode, Either, InFlight, Permits, Recovery, StepPolicy, Timed, Untimed,
+};
+pub use retry::Retry;
 pub use run::Run;
 pub use saga::{LocalSaga, Saga};
+pub use sleep::{Discard, Sleeper};
 pub use step::Step;
 pub use typed_step::{ByOption, ByRef, ByValue, Handoff, TypedStep};
 

@@ -1,32 +1,269 @@
-//! What the engine does with an action error, and with a compensation error.
+//! What the engine does with errors, retries, timeouts and aborts.
+
+use alloc::vec::Vec;
+use core::fmt;
+use core::marker::PhantomData;
+use core::time::Duration;
+
+use crate::retry::{Retry, RetrySpec};
 
 /// What happens after an action failed: the decision of a saga's error
-/// classifier (see [`SagaBuilder::classify`](crate::SagaBuilder::classify)),
-/// and what [`SagaError::recovery`](crate::SagaError::recovery) reports.
+/// classifier (see [`SagaBuilder::classify`](crate::SagaBuilder::classify)).
+/// [`SagaError::recovery`](crate::SagaError::recovery) reports the decision
+/// that ended the forward phase.
 ///
-/// This is pysagas's `exceptions=`: errors it lists are compensated, others
-/// propagate. Unlike pysagas, the default compensates every error, and a
-/// propagated error still reports exactly which steps were left applied.
+/// This is pysagas's `exceptions=`, made explicit. Unlike pysagas, the
+/// default retries by the step's policy (one attempt, unless configured)
+/// and then compensates, and a propagated error still reports exactly which
+/// steps were left applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Recovery {
-    /// Undo what was done: compensations run in reverse (the default).
+    /// A transient error: attempt the action again while its retry policy
+    /// allows, then compensate (the default).
     #[default]
+    Retry,
+    /// Undo what was done at once, without retrying: compensations run in
+    /// reverse.
     Compensate,
     /// Return the error at once, compensating nothing: every step that ran
-    /// is reported as left uncompensated.
+    /// is reported as left applied.
     Propagate,
 }
 
-/// What the backward phase does when a compensation fails.
+/// What the backward phase does when a compensation still fails after its
+/// retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum CompensationMode {
     /// Stop at the first failed compensation; it and every earlier step are
-    /// reported as not compensated (the default). Safest when a later undo may
-    /// depend on an earlier one having succeeded.
+    /// reported as not compensated (the default). Safest when an earlier undo
+    /// may depend on a later one having succeeded.
     #[default]
     StopOnError,
     /// Go on with the remaining compensations and collect every error.
     ContinueOnError,
 }
+
+/// What an abort does to the action in flight (see
+/// [`AbortHandle`](crate::AbortHandle)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum InFlight {
+    /// Let it finish, then compensate it (if it succeeded, or per the step's
+    /// failed-action rule if it failed) and everything before it (the
+    /// default: nothing in flight is abandoned).
+    #[default]
+    Finish,
+    /// Drop it at once; it counts as failed and possibly applied, and is
+    /// compensated when its step compensates failed actions.
+    CutShort,
+}
+
+/// Marks a policy that needs no timer: immediate retries, no timeouts.
+#[derive(Debug, Clone, Copy)]
+pub enum Untimed {}
+
+/// Marks a policy that needs a timer (backoff, timeouts), and a builder that
+/// has one ([`SagaBuilder::sleeper`](crate::SagaBuilder::sleeper)).
+#[derive(Debug, Clone, Copy)]
+pub enum Timed {}
+
+/// `Self: Permits<P>`: a builder whose timing is `Self` accepts a policy whose
+/// timing is `P`. A builder without a sleeper only accepts untimed policies.
+/// Sealed.
+#[diagnostic::on_unimplemented(
+    message = "this policy waits (backoff or timeout) but the saga has no sleeper",
+    label = "needs a timer",
+    note = "give the builder a sleeper first: `SagaBuilder::new().sleeper(|d| runtime_sleep(d))`, or use a runtime adapter's builder"
+)]
+pub trait Permits<P>: sealed::Sealed {}
+
+impl Permits<Untimed> for Untimed {}
+impl Permits<Untimed> for Timed {}
+impl Permits<Timed> for Timed {}
+
+/// The timing of a policy made of two parts: `Timed` if either part is.
+/// Sealed.
+pub trait Either<P>: sealed::Sealed {
+    /// `Timed` if `Self` or `P` is.
+    type Output;
+}
+
+impl Either<Untimed> for Untimed {
+    type Output = Untimed;
+}
+impl Either<Timed> for Untimed {
+    type Output = Timed;
+}
+impl<P> Either<P> for Timed {
+    type Output = Timed;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Untimed {}
+    impl Sealed for super::Timed {}
+}
+
+/// Retry and timeout settings for one step, overriding the saga's defaults
+/// field by field. Added with
+/// [`SagaBuilder::step_with`](crate::SagaBuilder::step_with) or
+/// [`add_step_with`](crate::SagaBuilder::add_step_with).
+///
+/// Like [`Retry`], it records whether it needs a timer: a timeout or a backoff
+/// makes it `StepPolicy<Timed>`, which only a saga with a sleeper accepts.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use saga_core::{Retry, SagaBuilder, StepPolicy, TimedOut};
+///
+/// #[derive(Debug)]
+/// struct Error(&'static str);
+/// impl From<TimedOut> for Error {
+///     fn from(_: TimedOut) -> Self { Error("timed out") }
+/// }
+///
+/// let policy = StepPolicy::new()
+///     .retry(Retry::attempts(3).constant(Duration::from_millis(1)))
+///     .compensation_retry(Retry::attempts(5))
+///     .timeout(Duration::from_secs(2));
+///
+/// let mut saga = SagaBuilder::new()
+///     .sleeper(|duration| smol::Timer::after(duration))
+///     .add_step_with(|| async { Ok::<_, Error>(()) }, || async { Ok(()) }, policy)
+///     .build();
+/// assert!(smol::block_on(saga.run()).is_ok());
+/// ```
+pub struct StepPolicy<T = Untimed> {
+    data: PolicyData,
+    timing: PhantomData<fn() -> T>,
+}
+
+/// Per-step or saga-wide settings with the timing marker erased.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PolicyData {
+    pub(crate) action_retry: Option<RetrySpec>,
+    pub(crate) compensation_retry: Option<RetrySpec>,
+    pub(crate) action_timeout: Option<Duration>,
+    pub(crate) compensation_timeout: Option<Duration>,
+}
+
+impl StepPolicy<Untimed> {
+    /// A policy that overrides nothing.
+    pub fn new() -> Self {
+        StepPolicy {
+            data: PolicyData::default(),
+            timing: PhantomData,
+        }
+    }
+}
+
+impl Default for StepPolicy<Untimed> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> StepPolicy<T> {
+    fn retime<U>(self) -> StepPolicy<U> {
+        StepPolicy {
+            data: self.data,
+            timing: PhantomData,
+        }
+    }
+
+    /// How the step's action is retried.
+    pub fn retry<R>(mut self, retry: Retry<R>) -> StepPolicy<<T as Either<R>>::Output>
+    where
+        T: Either<R>,
+    {
+        self.data.action_retry = Some(retry.into_spec());
+        self.retime()
+    }
+
+    /// How the step's compensation is retried.
+    pub fn compensation_retry<R>(mut self, retry: Retry<R>) -> StepPolicy<<T as Either<R>>::Output>
+    where
+        T: Either<R>,
+    {
+        self.data.compensation_retry = Some(retry.into_spec());
+        self.retime()
+    }
+
+    /// Cuts each action attempt short after `timeout`; it then counts as
+    /// failed (and possibly applied) with the error `E::from(TimedOut)`.
+    pub fn timeout(mut self, timeout: Duration) -> StepPolicy<Timed> {
+        self.data.action_timeout = Some(timeout);
+        self.retime()
+    }
+
+    /// Cuts each compensation attempt short after `timeout`; it then counts
+    /// as failed with the error `E::from(TimedOut)`.
+    pub fn compensation_timeout(mut self, timeout: Duration) -> StepPolicy<Timed> {
+        self.data.compensation_timeout = Some(timeout);
+        self.retime()
+    }
+
+    pub(crate) fn into_data(self) -> PolicyData {
+        self.data
+    }
+}
+
+impl<T> fmt::Debug for StepPolicy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepPolicy")
+            .field("action_retry", &self.data.action_retry)
+            .field("compensation_retry", &self.data.compensation_retry)
+            .field("action_timeout", &self.data.action_timeout)
+            .field("compensation_timeout", &self.data.compensation_timeout)
+            .finish()
+    }
+}
+
+/// The settings of one step as a run sees them: the step's own, else the
+/// saga's default.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Effective<'a> {
+    step: Option<&'a PolicyData>,
+    saga: &'a PolicyData,
+}
+
+impl<'a> Effective<'a> {
+    pub(crate) fn lookup(
+        overrides: &'a [(usize, PolicyData)],
+        saga: &'a PolicyData,
+        step: usize,
+    ) -> Self {
+        let step = overrides
+            .binary_search_by_key(&step, |(index, _)| *index)
+            .ok()
+            .map(|found| &overrides[found].1);
+        Effective { step, saga }
+    }
+
+    fn pick<V>(&self, field: impl Fn(&'a PolicyData) -> Option<V>) -> Option<V> {
+        self.step.and_then(&field).or_else(|| field(self.saga))
+    }
+
+    pub(crate) fn action_retry(&self) -> Option<&'a RetrySpec> {
+        self.pick(|data| data.action_retry.as_ref())
+    }
+
+    pub(crate) fn compensation_retry(&self) -> Option<&'a RetrySpec> {
+        self.pick(|data| data.compensation_retry.as_ref())
+    }
+
+    pub(crate) fn action_timeout(&self) -> Option<Duration> {
+        self.pick(|data| data.action_timeout)
+    }
+
+    pub(crate) fn compensation_timeout(&self) -> Option<Duration> {
+        self.pick(|data| data.compensation_timeout)
+    }
+}
+
+/// Per-step overrides, sorted by step index.
+pub(crate) type Overrides = Vec<(usize, PolicyData)>;

@@ -5,7 +5,12 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
 
-use crate::{CompensationMode, Recovery, Run, Step};
+use core::time::Duration;
+
+use crate::policy::{Effective, Overrides, PolicyData};
+use crate::run::Clock;
+use crate::sleep::Timers;
+use crate::{CompensationMode, InFlight, Recovery, Run, Step, TimedOut};
 
 /// A saga: an ordered list of steps, run with [`Saga::run`].
 ///
@@ -32,6 +37,13 @@ use crate::{CompensationMode, Recovery, Run, Step};
 pub struct Saga<E, S: ?Sized = dyn Step<E> + Send + 'static> {
     steps: Vec<Pin<Box<S>>>,
     policy: Policy<E>,
+    clock: Option<SagaClock<E>>,
+}
+
+/// The saga's timers, boxed once at build, and how a timeout becomes an `E`.
+pub(crate) struct SagaClock<E> {
+    pub(crate) timers: Pin<Box<dyn Timers>>,
+    pub(crate) timed_out: fn(TimedOut) -> E,
 }
 
 /// A [`Saga`] whose steps need not be `Send`: built with
@@ -64,13 +76,21 @@ pub(crate) type Classifier<E> = Box<dyn Fn(&E) -> Recovery + Send + Sync>;
 pub(crate) struct Policy<E> {
     pub(crate) classify: Option<Classifier<E>>,
     pub(crate) compensation_mode: CompensationMode,
+    pub(crate) on_abort: InFlight,
+    pub(crate) defaults: PolicyData,
+    pub(crate) overrides: Overrides,
+    pub(crate) saga_timeout: Option<Duration>,
 }
 
 impl<E> Policy<E> {
     pub(crate) fn recovery_for(&self, error: &E) -> Recovery {
         self.classify
             .as_ref()
-            .map_or(Recovery::Compensate, |classify| classify(error))
+            .map_or(Recovery::Retry, |classify| classify(error))
+    }
+
+    pub(crate) fn step(&self, step: usize) -> Effective<'_> {
+        Effective::lookup(&self.overrides, &self.defaults, step)
     }
 }
 
@@ -79,13 +99,25 @@ impl<E> Default for Policy<E> {
         Policy {
             classify: None,
             compensation_mode: CompensationMode::default(),
+            on_abort: InFlight::default(),
+            defaults: PolicyData::default(),
+            overrides: Overrides::new(),
+            saga_timeout: None,
         }
     }
 }
 
 impl<E, S: ?Sized + Step<E>> Saga<E, S> {
-    pub(crate) fn from_parts(steps: Vec<Pin<Box<S>>>, policy: Policy<E>) -> Self {
-        Saga { steps, policy }
+    pub(crate) fn from_parts(
+        steps: Vec<Pin<Box<S>>>,
+        policy: Policy<E>,
+        clock: Option<SagaClock<E>>,
+    ) -> Self {
+        Saga {
+            steps,
+            policy,
+            clock,
+        }
     }
 
     /// Runs the saga: the actions in order, and on failure the compensations
@@ -99,7 +131,11 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     /// running to the end, spawn it with a runtime adapter
     /// (`saga_tokio::spawn`) rather than racing it in a `select!`.
     pub fn run(&mut self) -> Run<'_, E, S> {
-        Run::new(&mut self.steps, &self.policy)
+        let clock = self.clock.as_mut().map(|clock| Clock {
+            timers: clock.timers.as_mut(),
+            timed_out: clock.timed_out,
+        });
+        Run::new(&mut self.steps, &self.policy, clock)
     }
 
     /// The number of steps.
@@ -129,6 +165,7 @@ impl<E, S: ?Sized> fmt::Debug for Saga<E, S> {
             .field("steps", &self.steps.len())
             .field("classify", &self.policy.classify.is_some())
             .field("compensation_mode", &self.policy.compensation_mode)
+            .field("timed", &self.clock.is_some())
             .finish()
     }
 }

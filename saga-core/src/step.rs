@@ -23,16 +23,20 @@ use core::task::{Context, Poll};
 ///
 /// 1. Before a run first polls a step's action, it calls [`reset`](Step::reset).
 /// 2. [`poll_action`](Step::poll_action) drives the action: when none is in
-///    flight, it starts one; it returns `Ready` once that attempt finished. After
-///    `Ready`, the next call starts a new attempt.
-/// 3. [`poll_compensate`](Step::poll_compensate) is only called after
-///    `poll_action` returned `Ready(Ok(()))`, or returned `Ready(Err(_))` and
-///    [`compensates_failed_action`](Step::compensates_failed_action) is `true`.
-///    It drives the compensation of the last action attempt; after `Ready`, the
-///    next call starts a new attempt.
-/// 4. Once a method returned `Pending`, the engine calls that same method again
-///    (after a wake-up) unless the run is dropped, in which case it calls
-///    [`reset`](Step::reset) to drop what was in flight.
+///    flight, it starts an attempt; it returns `Ready` once that attempt
+///    finished. After `Ready`, the next call starts a new attempt (a retry).
+/// 3. [`poll_compensate`](Step::poll_compensate) is only called after the
+///    last action attempt returned `Ready(Ok(()))`, or failed or was cut short
+///    while [`compensates_failed_action`](Step::compensates_failed_action) is
+///    `true`. It drives the compensation of that attempt; after `Ready`, the
+///    next call starts a new compensation attempt (a retry), unless
+///    [`retries_compensation`](Step::retries_compensation) is `false`.
+/// 4. To cut an attempt short (a timeout, or an abort that does not wait),
+///    the engine stops polling it and calls [`cancel`](Step::cancel). A
+///    cancelled action counts as failed and possibly applied; a cancelled
+///    compensation as failed.
+/// 5. When a run is dropped mid-step, the engine calls [`reset`](Step::reset)
+///    to drop what was in flight.
 ///
 /// # Examples
 ///
@@ -75,6 +79,10 @@ use core::task::{Context, Poll};
 ///         self.get_mut().reserved = false;
 ///     }
 ///
+///     fn cancel(self: Pin<&mut Self>) {
+///         // Nothing is ever in flight: every poll completes at once.
+///     }
+///
 ///     fn name(&self) -> Option<&str> {
 ///         Some("reserve seat")
 ///     }
@@ -104,12 +112,27 @@ pub trait Step<E> {
     /// the step is ready for a fresh run.
     fn reset(self: Pin<&mut Self>);
 
+    /// Drops the action or compensation attempt in flight, keeping what a
+    /// later compensation needs: a cancelled action may have partly happened,
+    /// so [`poll_compensate`](Step::poll_compensate) must still undo it (when
+    /// this step compensates failed actions), and a cancelled compensation can
+    /// be attempted again.
+    fn cancel(self: Pin<&mut Self>);
+
     /// Whether the engine compensates this step when its own action failed.
     ///
     /// `true` by default: a failed action may have partly happened (DESIGN rule
     /// 3), and [`poll_compensate`](Step::poll_compensate) can still decide that
     /// there is nothing to undo.
     fn compensates_failed_action(&self) -> bool {
+        true
+    }
+
+    /// Whether a failed compensation can be attempted again (`true` by
+    /// default). A step whose compensation consumes the action's value
+    /// returns `false`, and is then compensated at most once per run whatever
+    /// the retry policy.
+    fn retries_compensation(&self) -> bool {
         true
     }
 

@@ -26,8 +26,9 @@ pin_project! {
     /// | [`by_option`](TypedStep::by_option) | `FnMut(Option<T>) -> impl Future<Output = Result<(), E>>` | yes, with `None` |
     ///
     /// A by-reference compensation keeps `T` until the compensation succeeds, so
-    /// it can be attempted again; its future cannot borrow `T` (clone what it
-    /// needs). A by-value compensation consumes `T` in its one attempt.
+    /// it can be attempted again (retry policies apply); its future cannot
+    /// borrow `T` (clone what it needs). By-value and by-option compensations
+    /// consume `T` in their one attempt: retry policies do not apply to them.
     ///
     /// # Examples
     ///
@@ -86,6 +87,10 @@ pub trait Handoff<T, C, CF>: sealed::Sealed {
     #[doc(hidden)]
     const COMPENSATES_FAILED_ACTION: bool;
 
+    /// Whether the step still has the value after a failed compensation.
+    #[doc(hidden)]
+    const RETRIES_COMPENSATION: bool;
+
     /// Starts the compensation for `output` (`None` when the action failed).
     /// Returns what the step keeps while it runs, and the future, or `None`
     /// when there is nothing to undo.
@@ -115,6 +120,7 @@ pub enum ByOption {}
 
 impl<T, C: FnMut(T) -> CF, CF> Handoff<T, C, CF> for ByValue {
     const COMPENSATES_FAILED_ACTION: bool = false;
+    const RETRIES_COMPENSATION: bool = false;
 
     fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)> {
         output.map(|output| (None, compensation(output)))
@@ -123,6 +129,7 @@ impl<T, C: FnMut(T) -> CF, CF> Handoff<T, C, CF> for ByValue {
 
 impl<T, C: FnMut(&T) -> CF, CF> Handoff<T, C, CF> for ByRef {
     const COMPENSATES_FAILED_ACTION: bool = false;
+    const RETRIES_COMPENSATION: bool = true;
 
     fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)> {
         output.map(|output| {
@@ -134,6 +141,7 @@ impl<T, C: FnMut(&T) -> CF, CF> Handoff<T, C, CF> for ByRef {
 
 impl<T, C: FnMut(Option<T>) -> CF, CF> Handoff<T, C, CF> for ByOption {
     const COMPENSATES_FAILED_ACTION: bool = true;
+    const RETRIES_COMPENSATION: bool = false;
 
     fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)> {
         Some((None, compensation(output)))
@@ -269,8 +277,29 @@ where
         self.project().state.set(TypedState::Idle);
     }
 
+    fn cancel(self: Pin<&mut Self>) {
+        let mut state = self.project().state;
+        let in_flight = matches!(
+            state.as_mut().project(),
+            TypedStateProj::Acting { .. } | TypedStateProj::Compensating { .. }
+        );
+        if in_flight {
+            // An action cut short left no value; a compensation cut short
+            // hands back what it kept.
+            let output = match state.as_mut().project_replace(TypedState::Idle) {
+                TypedStateReplace::Compensating { kept, .. } => kept,
+                _ => None,
+            };
+            state.set(TypedState::Settled { output });
+        }
+    }
+
     fn compensates_failed_action(&self) -> bool {
         H::COMPENSATES_FAILED_ACTION
+    }
+
+    fn retries_compensation(&self) -> bool {
+        H::RETRIES_COMPENSATION
     }
 
     fn name(&self) -> Option<&str> {
