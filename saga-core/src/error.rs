@@ -180,22 +180,26 @@ impl<E> SagaError<E> {
         &self.compensation_errors
     }
 
-    /// The steps left applied, in ascending order: those whose compensation
-    /// failed, and those never compensated because the backward phase stopped
-    /// or the error was propagated.
+    /// The steps left (possibly) applied, in ascending order: those whose
+    /// compensation failed, those never compensated because the backward
+    /// phase stopped or the error was propagated, and the failed step when it
+    /// was cut short (by a timeout or an abort) and does not compensate failed
+    /// actions.
     pub fn uncompensated_steps(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
-        self.never_compensated.clone().chain(
-            self.compensation_errors
-                .iter()
-                .rev()
-                .map(CompensationError::step),
-        )
+        let failed_step = self.failed_step_left_applied.then_some(self.failed_step);
+        let compensation_errors = self.compensation_errors.iter().rev();
+        self.never_compensated
+            .clone()
+            .chain(compensation_errors.map(CompensationError::step))
+            .chain(failed_step)
     }
 
     /// How many steps are left applied: the length of
     /// [`uncompensated_steps`](SagaError::uncompensated_steps).
     pub fn uncompensated_count(&self) -> usize {
-        self.never_compensated.len() + self.compensation_errors.len()
+        self.never_compensated.len()
+            + self.compensation_errors.len()
+            + usize::from(self.failed_step_left_applied)
     }
 }
 
@@ -298,7 +302,11 @@ impl<E: fmt::Display> fmt::Display for CompensationError<E> {
             f,
             "compensation of step {} failed: {}",
             self.step, self.error
-        )
+        )?;
+        if self.attempts > 1 {
+            write!(f, " (after {} attempts)", self.attempts)?;
+        }
+        Ok(())
     }
 }
 
