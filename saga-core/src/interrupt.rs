@@ -1,6 +1,9 @@
 //! [`TimedOut`] and [`Aborted`]: why a step was cut short, as errors that a
 //! saga's error type can be made from.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use core::any::Any;
 use core::fmt;
 
 /// An action, a compensation or the whole saga ran out of time.
@@ -32,3 +35,46 @@ impl fmt::Display for Aborted {
 }
 
 impl core::error::Error for Aborted {}
+
+/// A step panicked. The core cannot catch panics (it has no `std`); runtime
+/// adapters do, and report them through
+/// [`Run::fail_in_flight`](crate::Run::fail_in_flight) as `E::from(Panicked)`,
+/// so a saga that catches panics needs `E: From<Panicked>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Panicked {
+    message: String,
+}
+
+impl Panicked {
+    /// A panic with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Panicked {
+            message: message.into(),
+        }
+    }
+
+    /// Reads the message out of a panic payload (as returned by
+    /// `std::panic::catch_unwind`): a `&str` or `String` payload, or a
+    /// placeholder for any other.
+    pub fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|message| (*message).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+        Panicked { message }
+    }
+
+    /// The panic's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Panicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "panicked: {}", self.message)
+    }
+}
+
+impl core::error::Error for Panicked {}

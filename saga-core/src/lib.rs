@@ -90,7 +90,7 @@ pub use abort::AbortHandle;
 pub use builder::{LocalSagaBuilder, SagaBuilder, StepSlot};
 pub use error::{CompensationError, SagaError};
 pub use fn_step::FnStep;
-pub use interrupt::{Aborted, TimedOut};
+pub use interrupt::{Aborted, Panicked, TimedOut};
 pub use policy::{
     CompensationMode, Either, InFlight, Permits, Recovery, StepPolicy, Timed, Untimed,
 };

@@ -108,8 +108,12 @@ enum Outcome {
 /// How an attempt ended badly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
+    // It returned an error.
     Failed,
+    // Its timeout elapsed and it was cut short.
     TimedOut,
+    // It was cut short from outside (see `Run::fail_in_flight`).
+    CutShort,
 }
 
 impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
@@ -150,6 +154,92 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             aborted: E::from,
         });
         self
+    }
+
+    /// Fails the attempt in flight with `error`, as if it had returned it,
+    /// except that it is first [cancelled](Step::cancel): an action counts as
+    /// failed and possibly applied, a compensation as failed (and may be
+    /// retried). The run then goes on by the saga's rules when polled again.
+    ///
+    /// This is how a runtime adapter turns a panic inside a step into a
+    /// failed step: it polls the run under `catch_unwind` and, on a panic,
+    /// calls `fail_in_flight(E::from(Panicked::new(message)))`. It does
+    /// nothing on a run that completed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::panic::{AssertUnwindSafe, catch_unwind};
+    /// use std::pin::pin;
+    /// use std::task::{Context, Poll, Waker};
+    /// use saga_core::{Panicked, SagaBuilder};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct Error(String);
+    /// impl From<Panicked> for Error {
+    ///     fn from(panic: Panicked) -> Self { Error(panic.message().to_owned()) }
+    /// }
+    ///
+    /// let mut saga = SagaBuilder::new()
+    ///     .add_step(|| async { Ok(()) }, || async { Ok(()) })
+    ///     .add_step(
+    ///         || async { if true { panic!("bug in step 1") } Ok::<_, Error>(()) },
+    ///         || async { Ok(()) },
+    ///     )
+    ///     .build();
+    ///
+    /// let mut run = pin!(saga.run());
+    /// let mut cx = Context::from_waker(Waker::noop());
+    /// # std::panic::set_hook(Box::new(|_| {}));
+    /// let result = loop {
+    ///     match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut cx))) {
+    ///         Ok(Poll::Ready(result)) => break result,
+    ///         Ok(Poll::Pending) => {}
+    ///         Err(payload) => {
+    ///             let panic = Panicked::from_payload(payload.as_ref());
+    ///             run.as_mut().get_mut().fail_in_flight(Error::from(panic));
+    ///         }
+    ///     }
+    /// };
+    /// let error = result.unwrap_err();
+    /// assert_eq!(*error.error(), Error("bug in step 1".into()));
+    /// assert!(error.is_fully_compensated());
+    /// ```
+    pub fn fail_in_flight(&mut self, error: E) {
+        match self.phase {
+            Phase::Forward {
+                step,
+                attempt,
+                stage,
+            } if step < self.steps.len() => match stage {
+                Stage::Running => {
+                    self.steps[step].as_mut().cancel();
+                    self.stop_timer(Slot::Step);
+                    self.after_action_error(step, attempt, error, Ending::CutShort);
+                }
+                Stage::Start => {
+                    self.fail(step, error, 0, Recovery::Compensate, Outcome::NotStarted);
+                    self.mark(None, Ending::Failed);
+                }
+                Stage::BackingOff => {
+                    self.fail(step, error, attempt, Recovery::Compensate, Outcome::Failed);
+                    self.mark(None, Ending::Failed);
+                }
+            },
+            Phase::Backward {
+                remaining,
+                attempt,
+                stage,
+            } if remaining > 0 => {
+                let step = remaining - 1;
+                if stage == Stage::Running {
+                    self.steps[step].as_mut().cancel();
+                }
+                self.stop_timer(Slot::Step);
+                self.after_compensation_error(step, attempt.max(1), error, Ending::CutShort);
+            }
+            _ => {}
+        }
     }
 
     fn start_timer(&mut self, slot: Slot, duration: Option<Duration>) {
@@ -262,7 +352,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     fn after_action_error(&mut self, step: usize, attempt: u32, error: E, ending: Ending) {
         let outcome = match ending {
             Ending::Failed => Outcome::Failed,
-            Ending::TimedOut => Outcome::CutShort,
+            Ending::TimedOut | Ending::CutShort => Outcome::CutShort,
         };
         if self.draining {
             // Aborted while this attempt finished: no retry.

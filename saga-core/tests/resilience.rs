@@ -715,3 +715,61 @@ fn real_timers_on_smol() {
     assert_eq!(error.failed_step(), 1);
     assert!(error.is_fully_compensated());
 }
+
+/// Polls `run` to completion, turning each panic into `fail_in_flight`, as a
+/// runtime adapter does.
+fn run_catching_panics(
+    mut run: saga_core::Run<'_, TestError>,
+) -> (Result<(), SagaError<TestError>>, usize) {
+    use std::future::Future;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut panics = 0;
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut run).poll(&mut cx)
+        })) {
+            Ok(Poll::Ready(result)) => return (result, panics),
+            Ok(Poll::Pending) => {}
+            Err(_) => {
+                panics += 1;
+                run.fail_in_flight(TestError::Fatal);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_panicking_step_fails_and_a_panicking_compensation_is_retried() {
+    let undo = counter();
+    let counted = undo.clone();
+    let mut saga = SagaBuilder::new()
+        .compensation_retry(Retry::attempts(2))
+        .add_step(ok, move || {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("compensation bug");
+            }
+            ok()
+        })
+        .add_step(
+            || async {
+                Yield(1).await;
+                if true {
+                    panic!("action bug");
+                }
+                Ok(())
+            },
+            ok,
+        )
+        .build();
+    let (result, panics) = run_catching_panics(saga.run());
+    let error = result.unwrap_err();
+    assert_eq!(panics, 2);
+    assert_eq!(*error.error(), TestError::Fatal);
+    assert_eq!(error.failed_step(), 1);
+    assert!(error.is_fully_compensated());
+    assert_eq!(calls(&undo), 2);
+    // The run is still usable: a new run works.
+    assert!(run_catching_panics(saga.run()).0.is_err());
+}
