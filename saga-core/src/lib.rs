@@ -50,11 +50,22 @@
 //!    [`TypedStep::by_option`] change either default.
 //! 4. Actions may return values that their compensation receives, by value or
 //!    by reference, checked at compile time.
-//! 5. Every action error compensates, unless a classifier
-//!    ([`SagaBuilder::classify`]) routes it to [`Recovery::Propagate`].
-//! 6. A compensation failure is never silent: by default the backward phase
-//!    stops there, and [`CompensationMode::ContinueOnError`] goes on and
-//!    collects every error. [`SagaError`] says which steps are left applied.
+//! 5. A classifier ([`SagaBuilder::classify`]) routes each action error:
+//!    retry by the step's [`Retry`] policy, then compensate (the default),
+//!    compensate at once, or propagate without compensating.
+//! 6. A compensation failure is never silent: it is retried by policy, and
+//!    when it still fails the backward phase stops there (the default) or,
+//!    with [`CompensationMode::ContinueOnError`], goes on and collects every
+//!    error. [`SagaError`] says which steps are left applied.
+//! 7. Nothing in flight is abandoned, except by a timeout or an abort that
+//!    cuts it short; a step cut short counts as failed and possibly applied.
+//!
+//! # Time and aborts
+//!
+//! The core has no timer. Give a saga a [`Sleeper`] with
+//! [`SagaBuilder::sleeper`] to unlock retry backoff and timeouts (without
+//! one they do not compile). An [`AbortHandle`] attached with
+//! [`Run::abortable`] stops a run from anywhere and has it compensate.
 //!
 //! # Cancel safety
 //!
