@@ -130,7 +130,8 @@ fn the_classifier_decides_per_error() {
 
 #[test]
 fn compensate_is_the_default() {
-    assert_eq!(Recovery::default(), Recovery::Compensate);
+    // With no classifier and no retry policy, an action error compensates
+    // (the default decision, `Retry`, allows one attempt, then compensates).
     let ledger = Ledger::new();
     let mut saga = support::simple_saga(&ledger, 3, Some(2), 0);
     let error = support::block_on(saga.run()).unwrap_err();

@@ -208,6 +208,11 @@ impl Step<String> for Bump {
         this.polls_left = 2;
     }
 
+    fn cancel(self: Pin<&mut Self>) {
+        // Nothing is in flight between polls but the countdown: start over.
+        self.get_mut().polls_left = 2;
+    }
+
     fn name(&self) -> Option<&str> {
         Some(if self.by < 0 { "subtract" } else { "add" })
     }

@@ -86,7 +86,7 @@ fn classifier_cases() -> Vec<Shape> {
     for n in 1..=MAX_STEPS {
         for fail_at in 0..n {
             for kind in kinds {
-                for recovery in [Recovery::Compensate, Recovery::Propagate] {
+                for recovery in [Recovery::Compensate, Recovery::Retry, Recovery::Propagate] {
                     for own_undo_fails in [false, true] {
                         let case = cases.len();
                         let steps = (0..n)
@@ -182,7 +182,7 @@ fn every_fault_combination_matches_the_model() {
 #[test]
 fn every_classifier_decision_matches_the_model() {
     let cases = classifier_cases();
-    assert_eq!(cases.len(), 21 * 7 * 2 * 2);
+    assert_eq!(cases.len(), 21 * 7 * 3 * 2);
     println!(
         "classifier sweep: {} cases x {} executors",
         cases.len(),

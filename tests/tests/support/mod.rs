@@ -609,7 +609,8 @@ impl Step<TestError> for CustomStep {
         let this = self.get_mut();
         let left = match this.state {
             CustomState::Undoing { left } => left,
-            CustomState::Settled => {
+            // After `Ready` (either way), the next call starts a new attempt.
+            CustomState::Settled | CustomState::Undone => {
                 this.ledger.push(Event::Undo(this.index));
                 this.spec.undo_yields
             }
@@ -632,6 +633,14 @@ impl Step<TestError> for CustomStep {
 
     fn reset(self: Pin<&mut Self>) {
         self.get_mut().state = CustomState::Idle;
+    }
+
+    fn cancel(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        if let CustomState::Acting { .. } | CustomState::Undoing { .. } = this.state {
+            // A cut-short action may have happened; a cut-short undo may not have.
+            this.state = CustomState::Settled;
+        }
     }
 
     fn compensates_failed_action(&self) -> bool {
@@ -727,10 +736,11 @@ pub fn model(shape: &Shape) -> Outcome {
             continue;
         }
         // Rule 5: the classifier decides; without one, compensate.
-        let recovery = if shape.classifier {
-            spec.recovery
-        } else {
-            Recovery::Compensate
+        // `Retry` with no retry policy (one attempt) then compensates, and the
+        // report says `Compensate`.
+        let recovery = match (shape.classifier, spec.recovery) {
+            (true, Recovery::Propagate) => Recovery::Propagate,
+            _ => Recovery::Compensate,
         };
         // Rules 2 and 3: the failing step first (if its kind says so), then
         // the earlier steps, last first.
