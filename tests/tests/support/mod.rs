@@ -551,13 +551,9 @@ fn add_spec(
                 undo(c.clone(), i, uy, undo_fails)
             },
         )),
-        Kind::Custom { compensate_failed } => builder.step(CustomStep {
-            ledger: ledger.clone(),
-            index: i,
-            spec,
-            compensate_failed,
-            state: CustomState::Idle,
-        }),
+        Kind::Custom { compensate_failed } => {
+            builder.step(CustomStep::new(ledger, i, spec, compensate_failed))
+        }
     }
 }
 
@@ -570,6 +566,19 @@ pub struct CustomStep {
     spec: StepSpec,
     compensate_failed: bool,
     state: CustomState,
+}
+
+impl CustomStep {
+    /// Step `index` of a shape, as a hand-written step (`spec.kind` is ignored).
+    pub fn new(ledger: &Ledger, index: usize, spec: StepSpec, compensate_failed: bool) -> Self {
+        CustomStep {
+            ledger: ledger.clone(),
+            index,
+            spec,
+            compensate_failed,
+            state: CustomState::Idle,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
