@@ -30,25 +30,29 @@ fn tracked_saga(ledger: &Ledger, futures: &Live, steps: &Live, fail_last: bool) 
         let (fa, fc) = (futures.clone(), futures.clone());
         let (sa, sc) = (steps.track(), steps.track());
         let fails = fail_last && i == STEPS - 1;
-        builder = builder.step(FnStep::new(
-            move || {
-                let _ = &sa;
-                let (a, guard) = (a.clone(), fa.track());
-                async move {
-                    let result = act(a, i, YIELDS, fails, ()).await;
-                    drop(guard);
-                    result
-                }
-            },
-            move || {
-                let _ = &sc;
-                let (c, guard) = (c.clone(), fc.track());
-                async move {
-                    let result = undo(c, i, YIELDS, false).await;
-                    drop(guard);
-                    result
-                }
-            },
+        builder = builder.step(support::Checked::new(
+            ledger,
+            i,
+            FnStep::new(
+                move || {
+                    let _ = &sa;
+                    let (a, guard) = (a.clone(), fa.track());
+                    async move {
+                        let result = act(a, i, YIELDS, fails, ()).await;
+                        drop(guard);
+                        result
+                    }
+                },
+                move || {
+                    let _ = &sc;
+                    let (c, guard) = (c.clone(), fc.track());
+                    async move {
+                        let result = undo(c, i, YIELDS, false).await;
+                        drop(guard);
+                        result
+                    }
+                },
+            ),
         ));
     }
     builder.build()
@@ -125,6 +129,7 @@ fn dropping_mid_forward_at_every_poll_point() {
     assert_eq!(steps.count(), 2 * STEPS);
     drop(saga);
     assert_eq!(steps.count(), 0, "the steps leaked");
+    assert_eq!(ledger.violations(), Vec::<String>::new());
 }
 
 #[test]
@@ -159,6 +164,7 @@ fn dropping_mid_backward_at_every_poll_point() {
     }
     drop(saga);
     assert_eq!((steps.count(), futures.count()), (0, 0));
+    assert_eq!(ledger.violations(), Vec::<String>::new());
 }
 
 #[test]
@@ -182,6 +188,7 @@ fn dropping_in_a_race_on_every_executor() {
         }
         drop(saga);
         assert_eq!((steps.count(), futures.count()), (0, 0));
+        assert_eq!(ledger.violations(), Vec::<String>::new());
     });
 }
 

@@ -88,5 +88,31 @@ proptest! {
             let observed = support::Outcome { events: ledger.take(), result };
             prop_assert_eq!(&observed, &expected, "run {}", run);
         }
+        prop_assert_eq!(ledger.violations(), Vec::<String>::new());
     }
+}
+
+#[test]
+fn the_protocol_checker_sees_violations() {
+    use std::pin::pin;
+    use std::task::{Context, Waker};
+
+    use saga_core::Step;
+
+    let ledger = support::Ledger::new();
+    let mut cx = Context::from_waker(Waker::noop());
+    let inner = support::recording_step(&ledger, 0, 0, false, false);
+    let mut step = pin!(support::Checked::new(&ledger, 0, inner));
+    // Compensating before acting, acting before a reset: both reported.
+    let _ = step.as_mut().poll_compensate(&mut cx);
+    let _ = step.as_mut().poll_action(&mut cx);
+    assert_eq!(ledger.violations().len(), 2);
+    // The protocol's order: nothing more is reported.
+    step.as_mut().reset();
+    let _ = step.as_mut().poll_action(&mut cx);
+    let _ = step.as_mut().poll_compensate(&mut cx);
+    assert_eq!(ledger.violations().len(), 2);
+    // A second compensation after a successful one is reported.
+    let _ = step.as_mut().poll_compensate(&mut cx);
+    assert_eq!(ledger.violations().len(), 3);
 }

@@ -273,9 +273,10 @@ pub enum Event {
     UndoDone(usize),
 }
 
-/// A shared, recording log of [`Event`]s.
+/// A shared, recording log of [`Event`]s, plus the Step-protocol violations
+/// that [`Checked`] steps saw.
 #[derive(Debug, Clone, Default)]
-pub struct Ledger(Arc<Mutex<Vec<Event>>>);
+pub struct Ledger(Arc<Mutex<Vec<Event>>>, Arc<Mutex<Vec<String>>>);
 
 impl Ledger {
     /// An empty ledger.
@@ -296,6 +297,16 @@ impl Ledger {
     /// Everything recorded so far, and clears the log.
     pub fn take(&self) -> Vec<Event> {
         std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// Records a violation of the Step protocol by the engine.
+    pub fn violation(&self, what: String) {
+        self.1.lock().unwrap().push(what);
+    }
+
+    /// The protocol violations recorded so far.
+    pub fn violations(&self) -> Vec<String> {
+        self.1.lock().unwrap().clone()
     }
 
     /// The steps whose compensation started, in order.
@@ -514,46 +525,62 @@ fn add_spec(
         ..
     } = spec;
     match spec.kind {
-        Kind::Fn { compensate_failed } => builder.step(
+        Kind::Fn { compensate_failed } => builder.step(Checked::new(
+            ledger,
+            i,
             FnStep::new(
                 move || act(a.clone(), i, ay, fails, i),
                 move || undo(c.clone(), i, uy, undo_fails),
             )
             .compensate_failed_action(compensate_failed),
-        ),
-        Kind::ByValue => builder.step(TypedStep::by_value(
-            move || act(a.clone(), i, ay, fails, Token(i)),
-            move |token: Token| {
-                assert_eq!(
-                    token,
-                    Token(i),
-                    "step {i}'s compensation got another step's value"
-                );
-                undo(c.clone(), i, uy, undo_fails)
-            },
         )),
-        Kind::ByRef => builder.step(TypedStep::by_ref(
-            move || act(a.clone(), i, ay, fails, Token(i)),
-            move |token: &Token| {
-                assert_eq!(
-                    *token,
-                    Token(i),
-                    "step {i}'s compensation got another step's value"
-                );
-                undo(c.clone(), i, uy, undo_fails)
-            },
+        Kind::ByValue => builder.step(Checked::new(
+            ledger,
+            i,
+            TypedStep::by_value(
+                move || act(a.clone(), i, ay, fails, Token(i)),
+                move |token: Token| {
+                    assert_eq!(
+                        token,
+                        Token(i),
+                        "step {i}'s compensation got another step's value"
+                    );
+                    undo(c.clone(), i, uy, undo_fails)
+                },
+            ),
         )),
-        Kind::ByOption => builder.step(TypedStep::by_option(
-            move || act(a.clone(), i, ay, fails, Token(i)),
-            move |token: Option<Token>| {
-                let expected = if fails { None } else { Some(Token(i)) };
-                assert_eq!(token, expected, "step {i}'s by-option compensation input");
-                undo(c.clone(), i, uy, undo_fails)
-            },
+        Kind::ByRef => builder.step(Checked::new(
+            ledger,
+            i,
+            TypedStep::by_ref(
+                move || act(a.clone(), i, ay, fails, Token(i)),
+                move |token: &Token| {
+                    assert_eq!(
+                        *token,
+                        Token(i),
+                        "step {i}'s compensation got another step's value"
+                    );
+                    undo(c.clone(), i, uy, undo_fails)
+                },
+            ),
         )),
-        Kind::Custom { compensate_failed } => {
-            builder.step(CustomStep::new(ledger, i, spec, compensate_failed))
-        }
+        Kind::ByOption => builder.step(Checked::new(
+            ledger,
+            i,
+            TypedStep::by_option(
+                move || act(a.clone(), i, ay, fails, Token(i)),
+                move |token: Option<Token>| {
+                    let expected = if fails { None } else { Some(Token(i)) };
+                    assert_eq!(token, expected, "step {i}'s by-option compensation input");
+                    undo(c.clone(), i, uy, undo_fails)
+                },
+            ),
+        )),
+        Kind::Custom { compensate_failed } => builder.step(Checked::new(
+            ledger,
+            i,
+            CustomStep::new(ledger, i, spec, compensate_failed),
+        )),
     }
 }
 
@@ -658,6 +685,132 @@ impl Step<TestError> for CustomStep {
 
     fn name(&self) -> Option<&str> {
         Some("custom")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The Step protocol, checked from the step's side
+// ---------------------------------------------------------------------------
+
+/// Where a [`Checked`] step stands in the Step protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Built, never reset.
+    Fresh,
+    /// Reset for a run.
+    Reset,
+    /// `poll_action` returned `Pending`.
+    Acting,
+    /// `poll_action` returned `Ready`.
+    Acted { ok: bool },
+    /// An action attempt was cancelled.
+    ActionCut,
+    /// `poll_compensate` returned `Pending`.
+    Compensating,
+    /// `poll_compensate` returned `Ready`.
+    Compensated { ok: bool },
+}
+
+/// A transparent [`Step`] wrapper that checks that the engine drives the
+/// inner step by the protocol documented on [`Step`], and records every
+/// violation in the ledger: `reset` before a run's first `poll_action`; no
+/// action after a successful one in the same run; a compensation only after a
+/// successful action, or a failed or cut-short one when the step compensates
+/// failed actions, and again only after a failed compensation of a step that
+/// retries them; a `Pending` method is polled again (or the attempt cancelled
+/// or reset) before the other method is called.
+#[derive(Debug)]
+pub struct Checked<S> {
+    inner: Pin<Box<S>>,
+    ledger: Ledger,
+    index: usize,
+    state: Protocol,
+}
+
+impl<S> Checked<S> {
+    /// Wraps step `index`, reporting to `ledger`.
+    pub fn new(ledger: &Ledger, index: usize, step: S) -> Self {
+        Checked {
+            inner: Box::pin(step),
+            ledger: ledger.clone(),
+            index,
+            state: Protocol::Fresh,
+        }
+    }
+
+    fn violation(&self, what: &str) {
+        self.ledger.violation(format!(
+            "step {}: {what} in state {:?}",
+            self.index, self.state
+        ));
+    }
+}
+
+impl<E, S: Step<E>> Step<E> for Checked<S> {
+    fn poll_action(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let this = self.get_mut();
+        match this.state {
+            Protocol::Reset | Protocol::Acting | Protocol::Acted { ok: false } => {}
+            _ => this.violation("poll_action"),
+        }
+        let poll = this.inner.as_mut().poll_action(cx);
+        this.state = match &poll {
+            Poll::Pending => Protocol::Acting,
+            Poll::Ready(result) => Protocol::Acted { ok: result.is_ok() },
+        };
+        poll
+    }
+
+    fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let this = self.get_mut();
+        let allowed = match this.state {
+            Protocol::Acted { ok: true } | Protocol::Compensating => true,
+            Protocol::Acted { ok: false } | Protocol::ActionCut => {
+                this.inner.compensates_failed_action()
+            }
+            Protocol::Compensated { ok: false } => this.inner.retries_compensation(),
+            Protocol::Fresh
+            | Protocol::Reset
+            | Protocol::Acting
+            | Protocol::Compensated { ok: true } => false,
+        };
+        if !allowed {
+            this.violation("poll_compensate");
+        }
+        let poll = this.inner.as_mut().poll_compensate(cx);
+        this.state = match &poll {
+            Poll::Pending => Protocol::Compensating,
+            Poll::Ready(result) => Protocol::Compensated { ok: result.is_ok() },
+        };
+        poll
+    }
+
+    fn reset(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        this.state = Protocol::Reset;
+        this.inner.as_mut().reset();
+    }
+
+    fn cancel(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        this.state = match this.state {
+            Protocol::Acting => Protocol::ActionCut,
+            Protocol::Compensating => Protocol::Compensated { ok: false },
+            other => other,
+        };
+        this.inner.as_mut().cancel();
+    }
+
+    fn compensates_failed_action(&self) -> bool {
+        self.inner.compensates_failed_action()
+    }
+
+    fn retries_compensation(&self) -> bool {
+        self.inner.retries_compensation()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.inner.name()
     }
 }
 
@@ -800,22 +953,34 @@ pub fn model(shape: &Shape) -> Outcome {
     }
 }
 
-/// Runs `shape` once (in the current task) and returns what happened.
-pub async fn run_shape(shape: &Shape) -> Outcome {
+/// Runs `shape` once (in the current task) and returns what happened, and
+/// the Step-protocol violations its [`Checked`] steps saw.
+pub async fn run_shape_checked(shape: &Shape) -> (Outcome, Vec<String>) {
     let ledger = Ledger::new();
     let mut saga = build_shape(shape, &ledger);
     let result = saga.run().await.map_err(|error| Report::of(&error));
-    Outcome {
+    let outcome = Outcome {
         events: ledger.events(),
         result,
-    }
+    };
+    (outcome, ledger.violations())
+}
+
+/// Runs `shape` once (in the current task) and returns what happened.
+pub async fn run_shape(shape: &Shape) -> Outcome {
+    run_shape_checked(shape).await.0
 }
 
 /// Runs `shape` and compares the run with the model; `Err` describes the
 /// difference.
 pub async fn check_shape(shape: &Shape) -> Result<(), String> {
     let expected = model(shape);
-    let observed = run_shape(shape).await;
+    let (observed, violations) = run_shape_checked(shape).await;
+    if !violations.is_empty() {
+        return Err(format!(
+            "shape {shape:#?}\nthe engine broke the Step protocol: {violations:#?}"
+        ));
+    }
     if observed == expected {
         Ok(())
     } else {
