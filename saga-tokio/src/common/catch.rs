@@ -1,0 +1,71 @@
+//! [`CatchPanics`]: a saga run in which a panicking step is a failed step.
+
+use core::fmt;
+use core::future::Future;
+use core::panic::AssertUnwindSafe;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::panic::catch_unwind;
+
+use saga_core::{Panicked, Run, SagaError, Step};
+
+/// A saga [`Run`] in which a panicking action or compensation counts as a
+/// failed one, so the saga compensates instead of unwinding.
+///
+/// It polls the run under `std::panic::catch_unwind`. When a step panics,
+/// the attempt in flight is cancelled and fails with `E::from(Panicked)`,
+/// which carries the panic message (see
+/// [`Run::fail_in_flight`](saga_core::Run::fail_in_flight)): a panicking
+/// action counts as failed and possibly applied, so it is retried or
+/// compensated like any failed action; a panicking compensation counts as a
+/// failed compensation. The panic goes no further than this future.
+/// [`spawn`](crate::spawn) wraps every run in it; wrap a run yourself to get
+/// the same when you `.await` it in place.
+///
+/// The panic hook still runs (by default it prints the panic to stderr). A
+/// program built with `panic = "abort"` cannot catch panics: it aborts as
+/// usual.
+///
+/// # Cancel safety
+///
+/// The same as [`Run`]'s: dropping it stops the saga without compensating.
+#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/catch_panics.md"))]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct CatchPanics<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
+    run: Run<'a, E, S>,
+}
+
+impl<'a, E, S: ?Sized + Step<E>> CatchPanics<'a, E, S> {
+    /// Wraps a run (as returned by `Saga::run`, possibly made
+    /// [abortable](saga_core::Run::abortable)).
+    pub fn new(run: Run<'a, E, S>) -> Self {
+        CatchPanics { run }
+    }
+}
+
+impl<E: From<Panicked>, S: ?Sized + Step<E>> Future for CatchPanics<'_, E, S> {
+    type Output = Result<(), SagaError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // `Run` is `Unpin`, and so is this future.
+        let run = &mut self.get_mut().run;
+        loop {
+            match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *run).poll(cx))) {
+                Ok(poll) => return poll,
+                // The step that panicked fails; poll again to go on from there.
+                Err(payload) => {
+                    let panic = Panicked::from_payload(&*payload);
+                    run.fail_in_flight(E::from(panic));
+                }
+            }
+        }
+    }
+}
+
+impl<E, S: ?Sized + Step<E>> fmt::Debug for CatchPanics<'_, E, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CatchPanics")
+            .field("run", &self.run)
+            .finish()
+    }
+}

@@ -1,0 +1,222 @@
+//! [`SagaHandle`]: a saga running as a detached task, and what it ends with.
+
+use alloc::sync::Arc;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use saga_core::{AbortHandle, Aborted, Panicked, Saga, SagaError};
+
+use super::CatchPanics;
+
+/// The handle of a saga spawned with [`spawn`](crate::spawn): a future of
+/// how the run ended, and a way to abort it.
+///
+/// Awaiting it gives `Ok(`[`Finished`]`)` once the saga ran to its end
+/// (succeeded, or failed and compensated as far as it could), with the saga
+/// handed back so it can run again, or `Err(`[`Lost`]`)` when the task was
+/// dropped before the saga finished (the runtime shut down).
+///
+/// Dropping the handle does not stop the saga: the task keeps running its
+/// actions and compensations to the end, and only the report is discarded.
+/// To stop a saga with compensation, [`abort`](SagaHandle::abort) it.
+///
+/// It is `Send` and `Sync` when `E` is `Send`, and `Unpin`.
+#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/saga_handle.md"))]
+pub struct SagaHandle<E> {
+    shared: Arc<Shared<E>>,
+    abort: AbortHandle,
+}
+
+/// How a detached saga ended: the saga itself, handed back so that it can run
+/// again, and the run's result.
+#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/finished.md"))]
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Finished<E> {
+    /// The saga, ready to run again.
+    pub saga: Saga<E>,
+    /// `Ok(())` when every action succeeded; otherwise the full report
+    /// ([`SagaError`]): what failed, what was compensated, what was left
+    /// applied, whether it was aborted or panicked.
+    pub result: Result<(), SagaError<E>>,
+}
+
+impl<E> Finished<E> {
+    /// The run's result, dropping the saga.
+    pub fn into_result(self) -> Result<(), SagaError<E>> {
+        self.result
+    }
+}
+
+/// A detached saga's task was dropped before the saga finished: the runtime
+/// shut down (or the task panicked outside any step). The saga stopped where
+/// it stood, without compensating, and is gone; the steps it applied may
+/// still be applied.
+///
+/// This is an error of the task, not of the saga, so it is kept apart from
+/// the saga's own [`SagaError`]: a `SagaHandle` never reports a lost saga as
+/// a success, and never panics for it.
+#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/lost.md"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Lost {
+    panicked: bool,
+}
+
+impl Lost {
+    /// `true` when the task was dropped by a panic outside any step (a step's
+    /// own panics are caught and reported in the [`SagaError`]); `false` when
+    /// the runtime dropped it, as it does when it shuts down.
+    pub fn is_panic(&self) -> bool {
+        self.panicked
+    }
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = if self.panicked {
+            "the task panicked outside any step"
+        } else {
+            "the runtime dropped the task"
+        };
+        write!(
+            f,
+            "saga lost before it finished ({cause}); applied steps may be left uncompensated"
+        )
+    }
+}
+
+impl core::error::Error for Lost {}
+
+/// What the task and the handle share: the outcome, once there is one.
+struct Shared<E> {
+    state: Mutex<State<E>>,
+}
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "it lives once, in the shared `Arc`; boxing would only add an allocation"
+)]
+enum State<E> {
+    Running(Option<Waker>),
+    Finished(Finished<E>),
+    Lost(Lost),
+    Taken,
+}
+
+impl<E> Shared<E> {
+    fn lock(&self) -> MutexGuard<'_, State<E>> {
+        // No code runs under the lock that could panic and poison it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the outcome (unless one is recorded) and wakes the handle.
+    fn settle(&self, outcome: State<E>) {
+        let mut state = self.lock();
+        if let State::Running(waker) = &mut *state {
+            let waker = waker.take();
+            *state = outcome;
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The task's end of the handle: it reports the outcome, or, dropped before
+/// it did, reports the saga lost.
+struct Completion<E> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E> Drop for Completion<E> {
+    fn drop(&mut self) {
+        let panicked = std::thread::panicking();
+        self.shared.settle(State::Lost(Lost { panicked }));
+    }
+}
+
+/// The future to spawn for `saga`, and its handle: the future runs the saga
+/// to its end, abortable and catching panics, and reports to the handle.
+pub(crate) fn detach<E>(saga: Saga<E>) -> (impl Future<Output = ()> + Send + 'static, SagaHandle<E>)
+where
+    E: From<Aborted> + From<Panicked> + Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::Running(None)),
+    });
+    let abort = AbortHandle::new();
+    let handle = SagaHandle {
+        shared: Arc::clone(&shared),
+        abort: abort.clone(),
+    };
+    let completion = Completion { shared };
+    let task = async move {
+        let mut saga = saga;
+        let result = CatchPanics::new(saga.run().abortable(&abort)).await;
+        completion
+            .shared
+            .settle(State::Finished(Finished { saga, result }));
+    };
+    (task, handle)
+}
+
+impl<E> SagaHandle<E> {
+    /// Aborts the saga: it starts no further action, lets the action in
+    /// flight finish (or cuts it short, per the saga's
+    /// [`InFlight`](saga_core::InFlight) policy), and compensates what it
+    /// applied. The handle then resolves to a [`SagaError`] whose
+    /// [`aborted`](SagaError::aborted) is `true` (unless the saga had
+    /// already finished). Does not wait; await the handle for the report.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
+
+    /// A cloneable handle that aborts this saga from elsewhere, as
+    /// [`abort`](SagaHandle::abort) does.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.abort.clone()
+    }
+
+    /// `true` once the saga finished or was lost, so awaiting the handle
+    /// would not wait.
+    pub fn is_finished(&self) -> bool {
+        !matches!(*self.shared.lock(), State::Running(_))
+    }
+}
+
+impl<E> Future for SagaHandle<E> {
+    type Output = Result<Finished<E>, Lost>;
+
+    /// # Panics
+    ///
+    /// When polled again after it returned `Ready`.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.shared.lock();
+        match core::mem::replace(&mut *state, State::Taken) {
+            State::Running(mut waker) => {
+                if !waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+                    waker = Some(cx.waker().clone());
+                }
+                *state = State::Running(waker);
+                Poll::Pending
+            }
+            State::Finished(finished) => Poll::Ready(Ok(finished)),
+            State::Lost(lost) => Poll::Ready(Err(lost)),
+            State::Taken => panic!("`SagaHandle` polled after it completed"),
+        }
+    }
+}
+
+impl<E> fmt::Debug for SagaHandle<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SagaHandle")
+            .field("finished", &self.is_finished())
+            .field("aborted", &self.abort.is_aborted())
+            .finish()
+    }
+}
