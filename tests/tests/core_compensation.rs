@@ -267,3 +267,115 @@ fn a_successful_run_compensates_nothing() {
         assert!(ledger.undone().is_empty());
     });
 }
+
+/// A step whose action or compensation fails its first `failures` attempts,
+/// recording every attempt, and checked against the Step protocol.
+fn flaky(
+    ledger: &Ledger,
+    index: usize,
+    action_failures: u32,
+    undo_failures: u32,
+) -> support::Checked<impl saga_core::Step<TestError> + Send + 'static> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let (a, c) = (ledger.clone(), ledger.clone());
+    let (acts, undos) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    support::Checked::new(
+        ledger,
+        index,
+        FnStep::new(
+            move || {
+                let fail = acts.fetch_add(1, Ordering::SeqCst) < action_failures;
+                act(a.clone(), index, 1, fail, ())
+            },
+            move || {
+                let fail = undos.fetch_add(1, Ordering::SeqCst) < undo_failures;
+                undo(c.clone(), index, 1, fail)
+            },
+        ),
+    )
+}
+
+#[test]
+fn a_retried_compensation_that_succeeds_leaves_nothing_applied() {
+    on_every_executor(|| async {
+        let ledger = Ledger::new();
+        let mut saga = SagaBuilder::new()
+            .compensation_retry(saga_core::Retry::attempts(3))
+            .step(flaky(&ledger, 0, 0, 2))
+            .step(flaky(&ledger, 1, 1, 0))
+            .build();
+        let error = saga.run().await.unwrap_err();
+        assert_eq!(ledger.undone(), [1, 0, 0, 0]);
+        assert!(error.is_fully_compensated());
+        assert_eq!(error.compensated_count(), 2);
+        assert!(ledger.violations().is_empty(), "{:?}", ledger.violations());
+    });
+}
+
+#[test]
+fn a_compensation_failing_every_retry_is_reported() {
+    on_every_executor(|| async {
+        let ledger = Ledger::new();
+        let mut saga = SagaBuilder::new()
+            .compensation_retry(saga_core::Retry::attempts(2))
+            .step(flaky(&ledger, 0, 0, 5))
+            .step(flaky(&ledger, 1, 1, 0))
+            .build();
+        let error = saga.run().await.unwrap_err();
+        assert_eq!(ledger.undone(), [1, 0, 0]);
+        assert!(!error.is_fully_compensated());
+        assert_eq!(error.compensation_errors().len(), 1);
+        assert_eq!(error.compensation_errors()[0].step(), 0);
+        assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [0]);
+        assert!(ledger.violations().is_empty(), "{:?}", ledger.violations());
+    });
+}
+
+#[test]
+fn a_retried_action_runs_again_and_only_the_last_attempt_counts() {
+    on_every_executor(|| async {
+        let ledger = Ledger::new();
+        let mut saga = SagaBuilder::new()
+            .action_retry(saga_core::Retry::attempts(3))
+            .step(flaky(&ledger, 0, 2, 0))
+            .step(flaky(&ledger, 1, 0, 0))
+            .build();
+        saga.run().await.unwrap();
+        assert_eq!(ledger.acted(), [0, 0, 0, 1]);
+        assert!(ledger.undone().is_empty());
+        assert!(ledger.violations().is_empty(), "{:?}", ledger.violations());
+    });
+}
+
+#[test]
+fn a_failed_by_value_compensation_is_never_silently_retried() {
+    // A by-value compensation consumed its value in its one attempt: under a
+    // retry policy it is not attempted again, and its failure is reported
+    // (rule 6), not turned into a success.
+    on_every_executor(|| async {
+        let ledger = Ledger::new();
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let c = calls.clone();
+        let mut saga = SagaBuilder::new()
+            .compensation_retry(saga_core::Retry::attempts(3))
+            .step(support::Checked::new(
+                &ledger,
+                0,
+                TypedStep::by_value(
+                    || async { Ok::<_, TestError>(5u8) },
+                    move |_: u8| {
+                        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async { Err(TestError::Undo(0)) }
+                    },
+                ),
+            ))
+            .step(flaky(&ledger, 1, 1, 0))
+            .build();
+        let error = saga.run().await.unwrap_err();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(!error.is_fully_compensated());
+        assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [0]);
+        assert!(ledger.violations().is_empty(), "{:?}", ledger.violations());
+    });
+}
