@@ -199,7 +199,10 @@ impl<E> Future for SagaHandle<E> {
         let mut state = self.shared.lock();
         match core::mem::replace(&mut *state, State::Taken) {
             State::Running(mut waker) => {
-                if !waker.as_ref().is_some_and(|waker| waker.will_wake(cx.waker())) {
+                if !waker
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()))
+                {
                     waker = Some(cx.waker().clone());
                 }
                 *state = State::Running(waker);
