@@ -195,3 +195,49 @@ fn state_after_each_poll() {
     assert_eq!(poll(), Poll::Ready(Err(1)));
     assert_eq!(ledger.events(), [Event::UndoDone(1)]);
 }
+
+/// A step that waits for another task on the same thread by yielding (a
+/// future that wakes itself at once, like `futures::pending!` after a wake or
+/// async-std's `yield_now`). The run must hand each `Pending` back to the
+/// executor, or the other task never runs.
+async fn wait_for(flag: Arc<AtomicBool>) -> Result<(), TestError> {
+    for _ in 0..100_000 {
+        if flag.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Yield(1).await;
+    }
+    Err(TestError::Action(0)) // starved: the other task never ran
+}
+
+fn waiting_saga(flag: &Arc<AtomicBool>) -> saga_core::Saga<TestError> {
+    let flag = flag.clone();
+    SagaBuilder::new()
+        .add_step(move || wait_for(flag.clone()), || async { Ok(()) })
+        .build()
+}
+
+#[test]
+fn a_yielding_step_lets_other_tasks_on_the_thread_run() {
+    // tokio current-thread: the spawned task runs only when the saga yields.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let flag = Arc::new(AtomicBool::new(false));
+        let setter = flag.clone();
+        let other = tokio::spawn(async move { setter.store(true, Ordering::SeqCst) });
+        waiting_saga(&flag).run().await.unwrap();
+        other.await.unwrap();
+    });
+
+    // smol's single-threaded executor.
+    let executor = smol::LocalExecutor::new();
+    smol::block_on(executor.run(async {
+        let flag = Arc::new(AtomicBool::new(false));
+        let setter = flag.clone();
+        let other = executor.spawn(async move { setter.store(true, Ordering::SeqCst) });
+        waiting_saga(&flag).run().await.unwrap();
+        other.await;
+    }));
+}
