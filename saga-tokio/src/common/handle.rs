@@ -46,6 +46,10 @@ pub struct Finished<E> {
 
 impl<E> Finished<E> {
     /// The run's result, dropping the saga.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the result of `Saga::run` as it is, boxed nowhere else either"
+    )]
     pub fn into_result(self) -> Result<(), SagaError<E>> {
         self.result
     }
