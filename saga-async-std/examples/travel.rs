@@ -6,6 +6,7 @@
 //! Run with `cargo run -p saga-async-std --example travel`.
 #![allow(
     clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
     reason = "an example reads best with std paths"
 )]
 

@@ -7,6 +7,7 @@
 //! Run with `cargo run -p saga-tokio --example travel`.
 #![allow(
     clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
     reason = "an example reads best with std paths"
 )]
 
