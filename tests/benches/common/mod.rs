@@ -1,0 +1,388 @@
+//! What the benchmarks share: the step closures, the hand-written baselines,
+//! the saga builders and a `Waker::noop` `block_on`.
+//!
+//! Every variant runs the *same* closures: an action adds one to a counter and
+//! returns `Ok` (the last one returns `Err` on the failure path, after adding:
+//! a failed action may have partly happened), a compensation takes one away.
+//! The counter is a `Relaxed` atomic updated with a load and a store: `Send`
+//! and `Sync`, as a `Saga` needs, but without a locked read-modify-write, so
+//! it costs about as much as a plain `u64` and does not hide engine overhead.
+//! The compiler does not merge atomic operations, so the static baseline
+//! cannot fold N increments into one.
+//!
+//! With `PENDING = true` every action and compensation future returns
+//! `Pending` once (after waking itself) before it completes, so each step
+//! goes through the executor once per action and once per compensation.
+// Each bench binary uses a different part of this module, and it is private to each.
+#![allow(dead_code, unreachable_pub)]
+
+use core::future::Future;
+use core::pin::{Pin, pin};
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::task::{Context, Poll, Waker};
+
+use saga_core::{FnStep, Saga, SagaBuilder, Step, TypedStep};
+
+/// The step count of each benchmark.
+pub const SIZES: [usize; 4] = [1, 10, 100, 10_000];
+
+/// The error every action and compensation may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed;
+
+/// A counter the steps add to and take from.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// A counter that lives for the whole benchmark (steps are `'static`).
+    pub fn leak() -> &'static Counter {
+        Box::leak(Box::default())
+    }
+
+    #[inline]
+    pub fn add(&self) -> u64 {
+        let value = self.0.load(Ordering::Relaxed).wrapping_add(1);
+        self.0.store(value, Ordering::Relaxed);
+        value
+    }
+
+    #[inline]
+    pub fn take(&self) {
+        let value = self.0.load(Ordering::Relaxed).wrapping_sub(1);
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A future that returns `Pending` once, waking itself, then `Ready`.
+#[derive(Debug, Default)]
+pub struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// Polls `future` to completion with a no-op waker, re-polling at once after
+/// `Pending` (every future here wakes itself before it returns `Pending`).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
+
+/// A closure returning a future of `Result<T, Failed>`, with the future type
+/// nameable (`impl FnMut() -> impl Future` is not allowed in a return type).
+/// Call sites wrap it back into a closure: `move || step.call()`.
+pub trait StepFn<T>: Send + 'static {
+    type Future: Future<Output = Result<T, Failed>> + Send + 'static;
+
+    fn call(&mut self) -> Self::Future;
+}
+
+impl<F, Fut, T> StepFn<T> for F
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, Failed>> + Send + 'static,
+{
+    type Future = Fut;
+
+    #[inline]
+    fn call(&mut self) -> Fut {
+        self()
+    }
+}
+
+/// The action closure: adds one, then fails when `fail`.
+pub fn action<const PENDING: bool>(counter: &'static Counter, fail: bool) -> impl StepFn<()> {
+    move || async move {
+        if PENDING {
+            YieldOnce::default().await;
+        }
+        counter.add();
+        if fail { Err(Failed) } else { Ok(()) }
+    }
+}
+
+/// The action closure of the typed steps: the same, returning the new count.
+pub fn typed_action<const PENDING: bool>(
+    counter: &'static Counter,
+    fail: bool,
+) -> impl StepFn<u64> {
+    move || async move {
+        if PENDING {
+            YieldOnce::default().await;
+        }
+        let value = counter.add();
+        if fail { Err(Failed) } else { Ok(value) }
+    }
+}
+
+/// The compensation closure: takes one away.
+pub fn compensation<const PENDING: bool>(counter: &'static Counter) -> impl StepFn<()> {
+    move || async move {
+        if PENDING {
+            YieldOnce::default().await;
+        }
+        counter.take();
+        Ok(())
+    }
+}
+
+/// Whether step `index` of `steps` fails.
+fn fails(index: usize, steps: usize, fail_last: bool) -> bool {
+    fail_last && index + 1 == steps
+}
+
+// ---------------------------------------------------------------------------
+// 1. Static hand-written code: one concrete closure type, no boxing.
+
+/// The static steps: `(action, compensation)` pairs of one concrete type.
+pub fn static_steps<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Vec<(impl StepFn<()>, impl StepFn<()>)> {
+    (0..steps)
+        .map(|index| {
+            (
+                action::<PENDING>(counter, fails(index, steps, fail_last)),
+                compensation::<PENDING>(counter),
+            )
+        })
+        .collect()
+}
+
+/// Runs the static steps: actions in sequence; on failure, the failed step's
+/// compensation and then the earlier ones in reverse, stopping at the first
+/// compensation error. Returns the failed step and the action error.
+pub async fn run_static<A, C>(steps: &mut [(A, C)]) -> Result<(), (usize, Failed)>
+where
+    A: StepFn<()>,
+    C: StepFn<()>,
+{
+    for index in 0..steps.len() {
+        if let Err(error) = steps[index].0.call().await {
+            for (_, compensation) in steps[..=index].iter_mut().rev() {
+                compensation.call().await.map_err(|error| (index, error))?;
+            }
+            return Err((index, error));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 2. Dynamic hand-written code: boxed closures returning boxed futures.
+
+/// A boxed future, as a user without a library writes it.
+pub type BoxFuture = Pin<Box<dyn Future<Output = Result<(), Failed>> + Send>>;
+/// A boxed closure returning a boxed future.
+pub type BoxFn = Box<dyn FnMut() -> BoxFuture + Send>;
+
+/// The dynamic steps: the same closures, boxed, returning boxed futures.
+pub fn dynamic_steps<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Vec<(BoxFn, BoxFn)> {
+    (0..steps)
+        .map(|index| {
+            let mut action = action::<PENDING>(counter, fails(index, steps, fail_last));
+            let mut compensation = compensation::<PENDING>(counter);
+            (
+                Box::new(move || Box::pin(action.call()) as BoxFuture) as BoxFn,
+                Box::new(move || Box::pin(compensation.call()) as BoxFuture) as BoxFn,
+            )
+        })
+        .collect()
+}
+
+/// Runs the dynamic steps with a manual rollback list: each step's
+/// compensation is pushed before its action runs (so a failed action is
+/// compensated too), and popped in reverse on failure.
+pub async fn run_dynamic(steps: &mut [(BoxFn, BoxFn)]) -> Result<(), (usize, Failed)> {
+    let mut rollback: Vec<&mut BoxFn> = Vec::with_capacity(steps.len());
+    for (index, (action, compensation)) in steps.iter_mut().enumerate() {
+        rollback.push(compensation);
+        if let Err(error) = action().await {
+            while let Some(compensation) = rollback.pop() {
+                compensation().await.map_err(|error| (index, error))?;
+            }
+            return Err((index, error));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 3. and 4. The engine.
+
+/// A saga of pysagas-style closure steps (`SagaBuilder::add_step`).
+pub fn fn_saga<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Saga<Failed> {
+    let mut builder = SagaBuilder::new();
+    for index in 0..steps {
+        let mut act = action::<PENDING>(counter, fails(index, steps, fail_last));
+        let mut undo = compensation::<PENDING>(counter);
+        builder = builder.add_step(move || act.call(), move || undo.call());
+    }
+    builder.build()
+}
+
+/// One pysagas-style step, as `fn_saga` builds it (for its size).
+pub fn fn_step<const PENDING: bool>(
+    counter: &'static Counter,
+    fail: bool,
+) -> impl Step<Failed> + Send + 'static {
+    let mut act = action::<PENDING>(counter, fail);
+    let mut undo = compensation::<PENDING>(counter);
+    FnStep::new(move || act.call(), move || undo.call())
+}
+
+/// One by-value typed step, as `typed_saga` builds it (for its size).
+pub fn typed_step<const PENDING: bool>(
+    counter: &'static Counter,
+    fail: bool,
+) -> impl Step<Failed> + Send + 'static {
+    let mut act = typed_action::<PENDING>(counter, fail);
+    let mut undo = compensation::<PENDING>(counter);
+    TypedStep::by_value(move || act.call(), move |_count: u64| undo.call())
+}
+
+/// One by-reference typed step, as `typed_ref_saga` builds it (for its size).
+pub fn typed_ref_step<const PENDING: bool>(
+    counter: &'static Counter,
+    fail: bool,
+) -> impl Step<Failed> + Send + 'static {
+    let mut act = typed_action::<PENDING>(counter, fail);
+    let mut undo = compensation::<PENDING>(counter);
+    TypedStep::by_ref(move || act.call(), move |_count: &u64| undo.call())
+}
+
+/// A saga of typed steps whose compensation takes the action's value
+/// (`SagaBuilder::add_typed_step`). A failed typed action is not compensated.
+pub fn typed_saga<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Saga<Failed> {
+    let mut builder = SagaBuilder::new();
+    for index in 0..steps {
+        let mut undo = compensation::<PENDING>(counter);
+        let mut act = typed_action::<PENDING>(counter, fails(index, steps, fail_last));
+        builder = builder.add_typed_step(move || act.call(), move |_count: u64| undo.call());
+    }
+    builder.build()
+}
+
+/// A saga of typed steps whose compensation borrows the action's value
+/// (`SagaBuilder::add_typed_step_ref`).
+pub fn typed_ref_saga<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Saga<Failed> {
+    let mut builder = SagaBuilder::new();
+    for index in 0..steps {
+        let mut undo = compensation::<PENDING>(counter);
+        let mut act = typed_action::<PENDING>(counter, fails(index, steps, fail_last));
+        builder = builder.add_typed_step_ref(move || act.call(), move |_count: &u64| undo.call());
+    }
+    builder.build()
+}
+
+/// A hand-written `Step`: the same work as the closures, as a state machine
+/// with no futures at all.
+#[derive(Debug)]
+pub struct CounterStep<const PENDING: bool> {
+    counter: &'static Counter,
+    fail: bool,
+    // Whether the current action (compensation) attempt already returned `Pending`.
+    action_yielded: bool,
+    compensation_yielded: bool,
+}
+
+impl<const PENDING: bool> CounterStep<PENDING> {
+    pub fn new(counter: &'static Counter, fail: bool) -> Self {
+        CounterStep {
+            counter,
+            fail,
+            action_yielded: false,
+            compensation_yielded: false,
+        }
+    }
+}
+
+impl<const PENDING: bool> Step<Failed> for CounterStep<PENDING> {
+    fn poll_action(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        let this = self.get_mut();
+        if PENDING && !this.action_yielded {
+            this.action_yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.action_yielded = false;
+        this.counter.add();
+        Poll::Ready(if this.fail { Err(Failed) } else { Ok(()) })
+    }
+
+    fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        let this = self.get_mut();
+        if PENDING && !this.compensation_yielded {
+            this.compensation_yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.compensation_yielded = false;
+        this.counter.take();
+        Poll::Ready(Ok(()))
+    }
+
+    fn reset(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        this.action_yielded = false;
+        this.compensation_yielded = false;
+    }
+
+    fn cancel(self: Pin<&mut Self>) {
+        // Nothing is in flight but the `Pending` already returned: forget it.
+        self.reset();
+    }
+}
+
+/// A saga of hand-written [`CounterStep`]s (`SagaBuilder::step`).
+pub fn user_step_saga<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Saga<Failed> {
+    let mut builder = SagaBuilder::new();
+    for index in 0..steps {
+        builder = builder.step(CounterStep::<PENDING>::new(
+            counter,
+            fails(index, steps, fail_last),
+        ));
+    }
+    builder.build()
+}

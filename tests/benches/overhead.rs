@@ -1,0 +1,259 @@
+//! Per-run cost of the saga engine against hand-written code, on the same
+//! step closures (see `common/mod.rs`), and the cost of building a saga.
+//!
+//! Groups (one per path and kind of future): `success-ready`,
+//! `success-pending`, `failure-ready`, `failure-pending`, each with
+//! `N = 1, 10, 100, 10000` steps, and `build`. Variants:
+//!
+//! - `static`: one concrete closure type, awaited in sequence, a manual
+//!   rollback loop (the limit);
+//! - `dynamic`: boxed closures returning boxed futures, a manual rollback
+//!   `Vec` (what users write instead of a library);
+//! - `engine`: `SagaBuilder::add_step`, built once, run many times;
+//! - `engine-build+run`: the same, built (and dropped) for every run;
+//! - `engine-typed`: `add_typed_step` (compensation takes the value);
+//! - `engine-typed-ref`: `add_typed_step_ref` (compensation borrows it);
+//! - `engine-user-step`: a hand-written `saga_core::Step` implementation.
+//!
+//! Run with `cargo bench -p saga-tests --bench overhead`; summarise with
+//! `python3 tests/benches/summarize.py`.
+#![allow(
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
+    clippy::alloc_instead_of_core,
+    missing_docs
+)]
+
+mod common;
+
+use core::time::Duration;
+
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
+
+use common::{
+    Counter, Failed, SIZES, block_on, dynamic_steps, fn_saga, run_dynamic, run_static,
+    static_steps, typed_ref_saga, typed_saga, user_step_saga,
+};
+use saga_core::{Saga, SagaError};
+
+/// Checks one engine run's outcome and what it did to the counter.
+fn check_engine(
+    result: Result<(), SagaError<Failed>>,
+    counter: &Counter,
+    before: u64,
+    steps: usize,
+    fail: bool,
+    failed_step_compensated: bool,
+) {
+    let steps = steps as u64;
+    match result {
+        Ok(()) => {
+            assert!(!fail, "the failing saga succeeded");
+            assert_eq!(counter.get(), before + steps);
+        }
+        Err(error) => {
+            assert!(fail, "the succeeding saga failed: {error:?}");
+            assert_eq!(error.failed_step() as u64, steps - 1);
+            assert!(error.is_fully_compensated());
+            // Only the failed step's own increment may remain.
+            let left = u64::from(!failed_step_compensated);
+            assert_eq!(counter.get(), before + left);
+        }
+    }
+}
+
+/// Checks one hand-written run's outcome and what it did to the counter.
+fn check_manual(
+    result: Result<(), (usize, Failed)>,
+    counter: &Counter,
+    before: u64,
+    steps: usize,
+    fail: bool,
+) {
+    match result {
+        Ok(()) => {
+            assert!(!fail, "the failing run succeeded");
+            assert_eq!(counter.get(), before + steps as u64);
+        }
+        Err((failed_step, Failed)) => {
+            assert!(fail, "the succeeding run failed");
+            assert_eq!(failed_step, steps - 1);
+            assert_eq!(counter.get(), before);
+        }
+    }
+}
+
+fn engine_variant(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    mut saga: Saga<Failed>,
+    counter: &Counter,
+    steps: usize,
+    fail: bool,
+    failed_step_compensated: bool,
+) {
+    let before = counter.get();
+    check_engine(
+        block_on(saga.run()),
+        counter,
+        before,
+        steps,
+        fail,
+        failed_step_compensated,
+    );
+    group.bench_with_input(BenchmarkId::new(name, steps), &steps, |b, _| {
+        b.iter(|| block_on(saga.run()));
+    });
+}
+
+fn runs<const PENDING: bool>(c: &mut Criterion, fail: bool) {
+    let path = if fail { "failure" } else { "success" };
+    let futures = if PENDING { "pending" } else { "ready" };
+    let mut group = c.benchmark_group(format!("{path}-{futures}"));
+    for steps in SIZES {
+        group.throughput(Throughput::Elements(steps as u64));
+
+        let counter = Counter::leak();
+        let mut static_list = static_steps::<PENDING>(counter, steps, fail);
+        let before = counter.get();
+        check_manual(
+            block_on(run_static(&mut static_list)),
+            counter,
+            before,
+            steps,
+            fail,
+        );
+        group.bench_with_input(BenchmarkId::new("static", steps), &steps, |b, _| {
+            b.iter(|| block_on(run_static(&mut static_list)));
+        });
+        drop(static_list);
+
+        let counter = Counter::leak();
+        let mut dynamic_list = dynamic_steps::<PENDING>(counter, steps, fail);
+        let before = counter.get();
+        check_manual(
+            block_on(run_dynamic(&mut dynamic_list)),
+            counter,
+            before,
+            steps,
+            fail,
+        );
+        group.bench_with_input(BenchmarkId::new("dynamic", steps), &steps, |b, _| {
+            b.iter(|| block_on(run_dynamic(&mut dynamic_list)));
+        });
+        drop(dynamic_list);
+
+        let counter = Counter::leak();
+        let saga = fn_saga::<PENDING>(counter, steps, fail);
+        engine_variant(&mut group, "engine", saga, counter, steps, fail, true);
+
+        let counter = Counter::leak();
+        let before = counter.get();
+        let result = block_on(fn_saga::<PENDING>(counter, steps, fail).run());
+        check_engine(result, counter, before, steps, fail, true);
+        group.bench_with_input(
+            BenchmarkId::new("engine-build+run", steps),
+            &steps,
+            |b, _| {
+                b.iter(|| block_on(fn_saga::<PENDING>(counter, steps, fail).run()));
+            },
+        );
+
+        let counter = Counter::leak();
+        let saga = typed_saga::<PENDING>(counter, steps, fail);
+        engine_variant(
+            &mut group,
+            "engine-typed",
+            saga,
+            counter,
+            steps,
+            fail,
+            false,
+        );
+
+        let counter = Counter::leak();
+        let saga = typed_ref_saga::<PENDING>(counter, steps, fail);
+        engine_variant(
+            &mut group,
+            "engine-typed-ref",
+            saga,
+            counter,
+            steps,
+            fail,
+            false,
+        );
+
+        let counter = Counter::leak();
+        let saga = user_step_saga::<PENDING>(counter, steps, fail);
+        engine_variant(
+            &mut group,
+            "engine-user-step",
+            saga,
+            counter,
+            steps,
+            fail,
+            true,
+        );
+    }
+    group.finish();
+}
+
+fn success_ready(c: &mut Criterion) {
+    runs::<false>(c, false);
+}
+
+fn success_pending(c: &mut Criterion) {
+    runs::<true>(c, false);
+}
+
+fn failure_ready(c: &mut Criterion) {
+    runs::<false>(c, true);
+}
+
+fn failure_pending(c: &mut Criterion) {
+    runs::<true>(c, true);
+}
+
+/// Build cost alone: the result is dropped outside the measurement.
+fn build(c: &mut Criterion) {
+    let mut group = c.benchmark_group("build");
+    let counter = Counter::leak();
+    for steps in SIZES {
+        group.throughput(Throughput::Elements(steps as u64));
+        group.bench_with_input(BenchmarkId::new("static", steps), &steps, |b, &n| {
+            b.iter_with_large_drop(|| static_steps::<false>(counter, n, false));
+        });
+        group.bench_with_input(BenchmarkId::new("dynamic", steps), &steps, |b, &n| {
+            b.iter_with_large_drop(|| dynamic_steps::<false>(counter, n, false));
+        });
+        group.bench_with_input(BenchmarkId::new("engine", steps), &steps, |b, &n| {
+            b.iter_with_large_drop(|| fn_saga::<false>(counter, n, false));
+        });
+        group.bench_with_input(BenchmarkId::new("engine-typed", steps), &steps, |b, &n| {
+            b.iter_with_large_drop(|| typed_saga::<false>(counter, n, false));
+        });
+        group.bench_with_input(
+            BenchmarkId::new("engine-user-step", steps),
+            &steps,
+            |b, &n| {
+                b.iter_with_large_drop(|| user_step_saga::<false>(counter, n, false));
+            },
+        );
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args()
+}
+
+criterion::criterion_group! {
+    name = benches;
+    config = config();
+    targets = success_ready, success_pending, failure_ready, failure_pending, build
+}
+criterion::criterion_main!(benches);

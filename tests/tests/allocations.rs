@@ -1,0 +1,118 @@
+//! The allocation contract, counted by a global allocator (`stats_alloc`):
+//! building allocates one box per step plus the step list (which grows by
+//! doubling, so also `log2(N)` reallocations), and a run allocates nothing,
+//! on the success and the failure path, with ready and with pending futures.
+//!
+//! The counts are process-wide, so everything is checked from one test.
+#![allow(
+    clippy::std_instead_of_core,
+    clippy::std_instead_of_alloc,
+    clippy::alloc_instead_of_core,
+    missing_docs
+)]
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use std::alloc::System;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+use common::{Counter, Failed, block_on, fn_saga, typed_ref_saga, typed_saga, user_step_saga};
+use saga_core::{Saga, SagaBuilder};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// `(allocations, reallocations)` made by `f`, and its output.
+fn count<T>(f: impl FnOnce() -> T) -> (usize, usize, T) {
+    let region = Region::new(GLOBAL);
+    let output = f();
+    let change = region.change();
+    (change.allocations, change.reallocations, output)
+}
+
+/// How many times a `Vec` of fat pointers grows from empty to `steps`
+/// elements by pushing: capacity 4, then doubling.
+fn growths(steps: usize) -> usize {
+    let mut capacity = 4;
+    let mut growths = 0;
+    while capacity < steps {
+        capacity *= 2;
+        growths += 1;
+    }
+    growths
+}
+
+type Build = fn(&'static Counter, usize, bool) -> Saga<Failed>;
+
+const KINDS: [(&str, Build, Build); 4] = [
+    ("add_step", fn_saga::<false>, fn_saga::<true>),
+    ("add_typed_step", typed_saga::<false>, typed_saga::<true>),
+    (
+        "add_typed_step_ref",
+        typed_ref_saga::<false>,
+        typed_ref_saga::<true>,
+    ),
+    ("user Step", user_step_saga::<false>, user_step_saga::<true>),
+];
+
+#[test]
+fn allocation_contract() {
+    building_allocates_a_box_per_step_and_running_allocates_nothing();
+    a_named_failed_step_costs_one_allocation_for_its_name();
+}
+
+fn building_allocates_a_box_per_step_and_running_allocates_nothing() {
+    for steps in [0, 1, 4, 5, 10, 100, 1_000] {
+        for (kind, ready, pending) in KINDS {
+            let counter = Counter::leak();
+            let (allocs, reallocs, saga) = count(|| ready(counter, steps, false));
+            let list = usize::from(steps > 0);
+            assert_eq!(
+                allocs,
+                steps + list,
+                "{kind}, {steps} steps: build allocations"
+            );
+            assert!(
+                reallocs <= growths(steps),
+                "{kind}, {steps} steps: {reallocs} reallocations, expected at most {}",
+                growths(steps)
+            );
+            drop(saga);
+
+            for (build, futures) in [(ready, "ready"), (pending, "pending")] {
+                for fail in [false, true] {
+                    if fail && steps == 0 {
+                        continue;
+                    }
+                    let mut saga = build(counter, steps, fail);
+                    for run in 0..2 {
+                        let (allocs, reallocs, result) = count(|| block_on(saga.run()));
+                        assert_eq!(result.is_err(), fail);
+                        assert_eq!(
+                            (allocs, reallocs),
+                            (0, 0),
+                            "{kind}, {steps} steps, {futures} futures, failing: {fail}, run {run}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn a_named_failed_step_costs_one_allocation_for_its_name() {
+    let mut saga: Saga<Failed> = SagaBuilder::new()
+        .add_step(|| async { Ok(()) }, || async { Ok(()) })
+        .step(
+            saga_core::FnStep::new(|| async { Err::<(), _>(Failed) }, || async { Ok(()) })
+                .named("fails"),
+        )
+        .build();
+    let (allocs, reallocs, result) = count(|| block_on(saga.run()));
+    let error = result.unwrap_err();
+    assert_eq!(error.failed_step_name(), Some("fails"));
+    assert!(allocs <= 1, "{allocs} allocations");
+    assert_eq!(reallocs, 0);
+}
