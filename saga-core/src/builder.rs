@@ -8,12 +8,14 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::time::Duration;
 
+use crate::group::GroupSpec;
+use crate::run::Scratch;
 use crate::saga::{Policy, SagaClock};
-use crate::sleep::SleeperTimers;
+use crate::sleep::{SleeperTimers, Timers};
 use crate::typed_step::{ByRef, ByValue};
 use crate::{
-    CompensationMode, FnStep, InFlight, Permits, Recovery, Retry, Saga, Sleeper, Step, StepPolicy,
-    Timed, TimedOut, TypedStep, Untimed,
+    CompensationMode, FnStep, InFlight, Observer, ParallelGroup, Permits, Recovery, Retry, Saga,
+    Sleeper, Step, StepPolicy, Timed, TimedOut, TypedStep, Untimed,
 };
 
 /// Builds a [`Saga`]: steps in the order they run, plus saga-wide settings.
@@ -66,8 +68,15 @@ use crate::{
 pub struct SagaBuilder<E, S: ?Sized = dyn Step<E> + Send + 'static, T = Untimed> {
     steps: Vec<Pin<Box<S>>>,
     policy: Policy<E>,
-    clock: Option<SagaClock<E>>,
+    groups: Vec<GroupSpec>,
+    clock: Option<ClockFactory<E>>,
     timing: PhantomData<fn() -> T>,
+}
+
+/// The sleeper, until `build` knows how many timers the saga needs.
+struct ClockFactory<E> {
+    timers: Box<dyn FnOnce(usize) -> Box<dyn Timers> + Send>,
+    timed_out: fn(TimedOut) -> E,
 }
 
 /// A [`SagaBuilder`] for steps that need not be `Send`.
@@ -132,6 +141,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
         SagaBuilder {
             steps: Vec::new(),
             policy: Policy::default(),
+            groups: Vec::new(),
             clock: None,
             timing: PhantomData,
         }
@@ -143,8 +153,9 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
     /// provide theirs. A timeout fails a step with `E::from(TimedOut)`, hence
     /// the bound.
     ///
-    /// The sleeper is boxed once, here; runs reuse it and allocate nothing to
-    /// keep time.
+    /// The sleeper is boxed once, by `build`, with one timer slot per step
+    /// that can be in flight at a time; runs reuse them and allocate nothing
+    /// to keep time.
     ///
     /// # Examples
     ///
@@ -175,11 +186,14 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
         Z: Sleeper + Send + 'static,
         Z::Sleep: Send + 'static,
     {
+        let timers =
+            move |lanes| -> Box<dyn Timers> { Box::new(SleeperTimers::new(sleeper, lanes)) };
         SagaBuilder {
             steps: self.steps,
             policy: self.policy,
-            clock: Some(SagaClock {
-                timers: Box::pin(SleeperTimers::new(sleeper)),
+            groups: self.groups,
+            clock: Some(ClockFactory {
+                timers: Box::new(timers),
                 timed_out: E::from,
             }),
             timing: PhantomData,
@@ -335,6 +349,75 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
         self
     }
 
+    /// Adds a parallel group: the steps that `members` adds run concurrently
+    /// (all at once), and the saga goes on once all of them succeeded. See
+    /// [`ParallelGroup`] for what happens when one fails.
+    ///
+    /// `members` receives this builder and adds steps to it with the usual
+    /// methods; a group nested inside is merged into this one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use saga_core::SagaBuilder;
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let step = |name: &'static str, fail: bool| {
+    ///     let (log, undo_log) = (log.clone(), log.clone());
+    ///     (
+    ///         move || {
+    ///             let log = log.clone();
+    ///             async move {
+    ///                 log.lock().unwrap().push(name);
+    ///                 if fail { Err("no rooms") } else { Ok(()) }
+    ///             }
+    ///         },
+    ///         move || {
+    ///             let log = undo_log.clone();
+    ///             async move { log.lock().unwrap().push("undo"); Ok(()) }
+    ///         },
+    ///     )
+    /// };
+    /// let ((flight, undo_flight), (hotel, undo_hotel)) = (step("flight", false), step("hotel", true));
+    /// let mut saga = SagaBuilder::new()
+    ///     .parallel(|group| group.add_step(flight, undo_flight).add_step(hotel, undo_hotel))
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert_eq!(error.failed_step(), 1);
+    /// assert_eq!(error.compensated_count(), 2); // both members ran, both undone
+    /// assert_eq!(*log.lock().unwrap(), ["flight", "hotel", "undo", "undo"]);
+    /// ```
+    pub fn parallel(self, members: impl FnOnce(Self) -> Self) -> Self {
+        self.parallel_with(ParallelGroup::new(), members)
+    }
+
+    /// [`parallel`](SagaBuilder::parallel) with settings: a concurrency
+    /// limit, and what happens to the members in flight when one fails.
+    pub fn parallel_with(self, group: ParallelGroup, members: impl FnOnce(Self) -> Self) -> Self {
+        let start = self.steps.len();
+        let groups_before = self.groups.len();
+        let mut built = members(self);
+        // A group nested inside merges into this one.
+        built.groups.truncate(groups_before);
+        let end = built.steps.len();
+        if end > start {
+            built.groups.push(group.spec(start..end));
+        }
+        built
+    }
+
+    /// Sets the observer that receives every transition of every run (see
+    /// [`Observer`]); it replaces any earlier one.
+    pub fn observer<O>(mut self, observer: O) -> Self
+    where
+        O: Observer<E> + Send + Sync + 'static,
+    {
+        self.policy.observer = Some(Box::new(observer));
+        self
+    }
+
     /// What an [abort](crate::AbortHandle) does to the action in flight: let
     /// it finish (the default) or cut it short.
     pub fn on_abort(mut self, in_flight: InFlight) -> Self {
@@ -485,9 +568,32 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
         self
     }
 
-    /// Builds the saga.
+    /// Builds the saga: sizes the lanes (one per step that can be in flight
+    /// at a time), their wakers and timers, once for every run.
     pub fn build(self) -> Saga<E, S> {
-        Saga::from_parts(self.steps, self.policy, self.clock)
+        let widest = self
+            .groups
+            .iter()
+            .map(|group| group.members.len())
+            .max()
+            .unwrap_or(1);
+        let busiest = self
+            .groups
+            .iter()
+            .map(|group| group.limit)
+            .max()
+            .unwrap_or(1);
+        let lanes = match self.policy.compensation_mode {
+            CompensationMode::Concurrent => busiest.max(self.steps.len()),
+            _ => busiest,
+        }
+        .max(1);
+        let scratch = Scratch::new(lanes, widest);
+        let clock = self.clock.map(|clock| SagaClock {
+            timers: (clock.timers)(lanes),
+            timed_out: clock.timed_out,
+        });
+        Saga::from_parts(self.steps, self.policy, self.groups, scratch, clock)
     }
 }
 
@@ -497,6 +603,8 @@ impl<E, S: ?Sized, T> fmt::Debug for SagaBuilder<E, S, T> {
             .field("steps", &self.steps.len())
             .field("classify", &self.policy.classify.is_some())
             .field("compensation_mode", &self.policy.compensation_mode)
+            .field("groups", &self.groups)
+            .field("observed", &self.policy.observer.is_some())
             .field("timed", &self.clock.is_some())
             .finish()
     }

@@ -1,5 +1,6 @@
 //! [`SagaError`]: what failed, and exactly what was and was not compensated.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -10,10 +11,14 @@ use crate::Recovery;
 /// The error of a failed saga run.
 ///
 /// It reports the original action error ([`error`](SagaError::error)), the
-/// step that failed ([`failed_step`](SagaError::failed_step)), what the
-/// engine did about it ([`recovery`](SagaError::recovery)), every compensation
-/// that failed, with its step ([`compensation_errors`](SagaError::compensation_errors)),
-/// and the steps left uncompensated ([`uncompensated_steps`](SagaError::uncompensated_steps)).
+/// step that failed ([`failed_step`](SagaError::failed_step), and its
+/// [name](SagaError::failed_step_name)), what the engine did about it
+/// ([`recovery`](SagaError::recovery)), how many attempts were made, whether
+/// it timed out or was aborted, the other members of a parallel group that
+/// failed too ([`concurrent_failures`](SagaError::concurrent_failures)),
+/// every compensation that failed, with its step
+/// ([`compensation_errors`](SagaError::compensation_errors)), and the steps
+/// left applied ([`uncompensated_steps`](SagaError::uncompensated_steps)).
 /// When [`is_fully_compensated`](SagaError::is_fully_compensated) is `true`,
 /// nothing the saga did is left applied.
 ///
@@ -23,7 +28,7 @@ use crate::Recovery;
 /// use saga_core::SagaBuilder;
 ///
 /// let mut saga = SagaBuilder::new()
-///     .add_step(|| async { Ok(()) }, || async { Err::<(), _>("refund service down") })
+///     .add_step(|| async { Ok(()) }, || async { Err("refund service down") })
 ///     .add_step(|| async { Err::<(), _>("out of stock") }, || async { Ok(()) })
 ///     .build();
 ///
@@ -39,103 +44,108 @@ use crate::Recovery;
 ///      1 step left uncompensated",
 /// );
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SagaError<E> {
-    error: E,
-    failed_step: usize,
+    // Boxed: a `Result<_, SagaError<E>>` stays one pointer wide (the happy
+    // path pays nothing for a rich report); a failed run allocates it once.
+    report: Box<Report<E>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Report<E> {
+    failure: StepFailure<E>,
     failed_step_name: Option<String>,
     recovery: Recovery,
-    attempts: u32,
-    timed_out: bool,
     aborted: bool,
+    deadline: bool,
     compensated: usize,
-    // Steps whose compensation never started: a prefix `0..k`, kept as a range.
+    // Every step in `0..k` is left applied: kept as a range, not a list.
     never_compensated: Range<usize>,
-    // The failed step was cut short and is not compensated: possibly applied.
-    failed_step_left_applied: bool,
-    // In the order they happened, which is descending step order.
-    compensation_errors: Vec<CompensationError<E>>,
+    // Other steps left applied, ascending once the run completed.
+    left_applied: Vec<usize>,
+    // Other members of the failed parallel group whose action failed.
+    concurrent_failures: Vec<StepFailure<E>>,
+    // In the order they happened.
+    compensation_errors: Vec<StepFailure<E>>,
 }
 
 impl<E> SagaError<E> {
-    pub(crate) fn new(
-        error: E,
-        failed_step: usize,
-        failed_step_name: Option<&str>,
-        recovery: Recovery,
-    ) -> Self {
-        SagaError {
-            error,
-            failed_step,
-            failed_step_name: failed_step_name.map(String::from),
+    pub(crate) fn new(failure: StepFailure<E>, name: Option<&str>, recovery: Recovery) -> Self {
+        let report = Report {
+            failure,
+            failed_step_name: name.map(String::from),
             recovery,
-            attempts: 0,
-            timed_out: false,
             aborted: false,
+            deadline: false,
             compensated: 0,
             never_compensated: 0..0,
-            failed_step_left_applied: false,
+            left_applied: Vec::new(),
+            concurrent_failures: Vec::new(),
             compensation_errors: Vec::new(),
+        };
+        SagaError {
+            report: Box::new(report),
         }
     }
 
-    pub(crate) fn record_attempts(&mut self, attempts: u32) {
-        self.attempts = attempts;
-    }
-
-    pub(crate) fn record_timed_out(&mut self) {
-        self.timed_out = true;
-    }
-
     pub(crate) fn record_aborted(&mut self) {
-        self.aborted = true;
+        self.report.aborted = true;
     }
 
-    pub(crate) fn record_failed_step_left_applied(&mut self) {
-        self.failed_step_left_applied = true;
+    pub(crate) fn record_deadline(&mut self) {
+        self.report.deadline = true;
+    }
+
+    pub(crate) fn record_concurrent_failure(&mut self, failure: StepFailure<E>) {
+        self.report.concurrent_failures.push(failure);
     }
 
     pub(crate) fn record_compensated(&mut self) {
-        self.compensated += 1;
+        self.report.compensated += 1;
     }
 
-    pub(crate) fn record_compensation_error(
-        &mut self,
-        step: usize,
-        error: E,
-        attempts: u32,
-        timed_out: bool,
-    ) {
-        self.compensation_errors.push(CompensationError {
-            step,
-            error,
-            attempts,
-            timed_out,
-        });
+    pub(crate) fn record_compensation_error(&mut self, mut failure: StepFailure<E>) {
+        failure.compensation = true;
+        self.report.left_applied.push(failure.step);
+        self.report.compensation_errors.push(failure);
     }
 
     pub(crate) fn record_never_compensated(&mut self, steps: Range<usize>) {
-        self.never_compensated = steps;
+        self.report.never_compensated = steps;
+    }
+
+    pub(crate) fn record_left_applied(&mut self, step: usize) {
+        self.report.left_applied.push(step);
+    }
+
+    /// Puts the report in its final order.
+    pub(crate) fn finish(&mut self) {
+        self.report.left_applied.sort_unstable();
+        self.report
+            .concurrent_failures
+            .sort_by_key(StepFailure::step);
     }
 
     /// The action error that made the saga fail.
     pub fn error(&self) -> &E {
-        &self.error
+        &self.report.failure.error
     }
 
     /// The action error that made the saga fail, by value.
     pub fn into_error(self) -> E {
-        self.error
+        self.report.failure.error
     }
 
     /// The index of the step whose action failed (0 is the first step added).
+    /// After an abort or a deadline, the step that was in flight, or else the
+    /// one that would have run next.
     pub fn failed_step(&self) -> usize {
-        self.failed_step
+        self.report.failure.step
     }
 
     /// The name of the step whose action failed, when it has one.
     pub fn failed_step_name(&self) -> Option<&str> {
-        self.failed_step_name.as_deref()
+        self.report.failed_step_name.as_deref()
     }
 
     /// What the engine did after the action failed:
@@ -143,24 +153,24 @@ impl<E> SagaError<E> {
     /// abort), or [`Recovery::Propagate`] when the saga's classifier returned
     /// the error without compensating. Never [`Recovery::Retry`].
     pub fn recovery(&self) -> Recovery {
-        self.recovery
+        self.report.recovery
     }
 
     /// How many attempts the failed step's action made (0 when the saga was
     /// aborted or timed out before it started).
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.report.failure.attempts
     }
 
     /// `true` when the failure was a timeout: the failed step's last attempt,
     /// or the whole saga, ran out of time.
     pub fn timed_out(&self) -> bool {
-        self.timed_out
+        self.report.failure.timed_out || self.report.deadline
     }
 
     /// `true` when the run was stopped by its [`AbortHandle`](crate::AbortHandle).
     pub fn aborted(&self) -> bool {
-        self.aborted
+        self.report.aborted
     }
 
     /// `true` when every step that needed compensation was compensated, so
@@ -171,81 +181,102 @@ impl<E> SagaError<E> {
 
     /// How many compensations ran to success.
     pub fn compensated_count(&self) -> usize {
-        self.compensated
+        self.report.compensated
     }
 
-    /// Every compensation that failed, in the order they ran (descending step
-    /// order).
-    pub fn compensation_errors(&self) -> &[CompensationError<E>] {
-        &self.compensation_errors
+    /// The other members of the failed parallel group whose actions failed
+    /// too (by step), after the first failure.
+    pub fn concurrent_failures(&self) -> &[StepFailure<E>] {
+        &self.report.concurrent_failures
+    }
+
+    /// Every compensation that failed after its retries, in the order they
+    /// failed (descending step order when compensations run one at a time).
+    pub fn compensation_errors(&self) -> &[StepFailure<E>] {
+        &self.report.compensation_errors
     }
 
     /// The steps left (possibly) applied, in ascending order: those whose
     /// compensation failed, those never compensated because the backward
-    /// phase stopped or the error was propagated, and the failed step when it
-    /// was cut short (by a timeout or an abort) and does not compensate failed
+    /// phase stopped or the error was propagated, and steps cut short (by a
+    /// timeout, an abort or a failed group) that do not compensate failed
     /// actions.
     pub fn uncompensated_steps(&self) -> impl DoubleEndedIterator<Item = usize> + '_ {
-        let failed_step = self.failed_step_left_applied.then_some(self.failed_step);
-        let compensation_errors = self.compensation_errors.iter().rev();
-        self.never_compensated
+        self.report
+            .never_compensated
             .clone()
-            .chain(compensation_errors.map(CompensationError::step))
-            .chain(failed_step)
+            .chain(self.report.left_applied.iter().copied())
     }
 
     /// How many steps are left applied: the length of
     /// [`uncompensated_steps`](SagaError::uncompensated_steps).
     pub fn uncompensated_count(&self) -> usize {
-        self.never_compensated.len()
-            + self.compensation_errors.len()
-            + usize::from(self.failed_step_left_applied)
+        self.report.never_compensated.len() + self.report.left_applied.len()
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for SagaError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let report = &self.report;
+        f.debug_struct("SagaError")
+            .field("failure", &report.failure)
+            .field("failed_step_name", &report.failed_step_name)
+            .field("recovery", &report.recovery)
+            .field("aborted", &report.aborted)
+            .field("deadline", &report.deadline)
+            .field("compensated", &report.compensated)
+            .field("never_compensated", &report.never_compensated)
+            .field("left_applied", &report.left_applied)
+            .field("concurrent_failures", &report.concurrent_failures)
+            .field("compensation_errors", &report.compensation_errors)
+            .finish()
     }
 }
 
 impl<E: fmt::Display> fmt::Display for SagaError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "step {}", self.failed_step)?;
-        if let Some(name) = &self.failed_step_name {
+        write!(f, "step {}", self.report.failure.step)?;
+        if let Some(name) = &self.report.failed_step_name {
             write!(f, " ({name})")?;
         }
-        write!(f, " failed: {}", self.error)?;
-        if self.attempts > 1 {
-            write!(f, " (after {} attempts)", self.attempts)?;
+        write!(f, " failed: {}", self.report.failure.error)?;
+        if self.report.failure.attempts > 1 {
+            write!(f, " (after {} attempts)", self.report.failure.attempts)?;
         }
-        if self.aborted {
-            f.write_str(" (aborted)")?;
+        if self.report.aborted {
+            f.write_str(", saga aborted")?;
+        }
+        if let [first, rest @ ..] = self.report.concurrent_failures.as_slice() {
+            write!(f, "; step {} failed too: {}", first.step, first.error)?;
+            if !rest.is_empty() {
+                write!(f, " (and {} more)", rest.len())?;
+            }
         }
         f.write_str("; ")?;
         let left = self.uncompensated_count();
         let steps = if left == 1 { "step" } else { "steps" };
-        if self.recovery == Recovery::Propagate {
+        if self.report.recovery == Recovery::Propagate {
             return write!(
                 f,
                 "propagated without compensation, {left} {steps} left applied"
             );
         }
-        match self.compensation_errors.as_slice() {
-            [] if left > 0 => {
-                let done = self.compensated;
-                write!(f, "{done} compensated, {left} {steps} left applied")
+        if let [first, rest @ ..] = self.report.compensation_errors.as_slice() {
+            write!(
+                f,
+                "compensation of step {} failed: {}",
+                first.step, first.error
+            )?;
+            if !rest.is_empty() {
+                write!(f, " (and {} more compensation errors)", rest.len())?;
             }
-            [] if self.compensated == 0 => f.write_str("nothing needed compensation"),
-            [] => {
-                let n = self.compensated;
-                write!(
-                    f,
-                    "fully compensated ({n} {})",
-                    if n == 1 { "step" } else { "steps" }
-                )
-            }
-            [first, rest @ ..] => {
-                write!(f, "{first}")?;
-                if !rest.is_empty() {
-                    write!(f, " (and {} more compensation errors)", rest.len())?;
-                }
-                write!(f, "; {left} {steps} left uncompensated")
-            }
+            return write!(f, "; {left} {steps} left uncompensated");
+        }
+        match (left, self.report.compensated) {
+            (0, 0) => f.write_str("nothing needed compensation"),
+            (0, 1) => f.write_str("fully compensated (1 step)"),
+            (0, done) => write!(f, "fully compensated ({done} steps)"),
+            (left, done) => write!(f, "{done} compensated, {left} {steps} left applied"),
         }
     }
 }
@@ -255,27 +286,44 @@ where
     E: core::error::Error + 'static,
 {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
-        Some(&self.error)
+        Some(&self.report.failure.error)
     }
 }
 
-/// A compensation that failed after its retries: its step, its last error,
-/// and how many attempts were made.
+/// A compensation that failed after its retries: a [`StepFailure`].
+pub type CompensationError<E> = StepFailure<E>;
+
+/// One step's failure: its index, its last error, how many attempts were
+/// made, and whether the last one timed out. Reported for compensations that
+/// failed ([`SagaError::compensation_errors`]) and for the other failed
+/// members of a parallel group ([`SagaError::concurrent_failures`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompensationError<E> {
-    step: usize,
-    error: E,
-    attempts: u32,
-    timed_out: bool,
+pub struct StepFailure<E> {
+    pub(crate) step: usize,
+    pub(crate) error: E,
+    pub(crate) attempts: u32,
+    pub(crate) timed_out: bool,
+    // A compensation's failure rather than an action's.
+    pub(crate) compensation: bool,
 }
 
-impl<E> CompensationError<E> {
-    /// The index of the step whose compensation failed.
+impl<E> StepFailure<E> {
+    /// The index of the step.
     pub fn step(&self) -> usize {
         self.step
     }
 
-    /// How many compensation attempts were made.
+    /// The last attempt's error.
+    pub fn error(&self) -> &E {
+        &self.error
+    }
+
+    /// The last attempt's error, by value.
+    pub fn into_error(self) -> E {
+        self.error
+    }
+
+    /// How many attempts were made.
     pub fn attempts(&self) -> u32 {
         self.attempts
     }
@@ -284,25 +332,14 @@ impl<E> CompensationError<E> {
     pub fn timed_out(&self) -> bool {
         self.timed_out
     }
-
-    /// The compensation's error.
-    pub fn error(&self) -> &E {
-        &self.error
-    }
-
-    /// The compensation's error, by value.
-    pub fn into_error(self) -> E {
-        self.error
-    }
 }
 
-impl<E: fmt::Display> fmt::Display for CompensationError<E> {
+impl<E: fmt::Display> fmt::Display for StepFailure<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "compensation of step {} failed: {}",
-            self.step, self.error
-        )?;
+        if self.compensation {
+            f.write_str("compensation of ")?;
+        }
+        write!(f, "step {} failed: {}", self.step, self.error)?;
         if self.attempts > 1 {
             write!(f, " (after {} attempts)", self.attempts)?;
         }
@@ -310,7 +347,7 @@ impl<E: fmt::Display> fmt::Display for CompensationError<E> {
     }
 }
 
-impl<E> core::error::Error for CompensationError<E>
+impl<E> core::error::Error for StepFailure<E>
 where
     E: core::error::Error + 'static,
 {

@@ -61,7 +61,6 @@ pin_project! {
         // The last action attempt finished (either way): there is something to compensate.
         Settled,
         Compensating { #[pin] future: CF },
-        Compensated,
     }
 }
 
@@ -120,12 +119,9 @@ where
             match this.state.as_mut().project() {
                 FnStateProj::Compensating { future } => {
                     let result = ready!(future.poll(cx));
-                    // A failed compensation leaves the step to be compensated again.
-                    let next = match result {
-                        Ok(()) => FnState::Compensated,
-                        Err(_) => FnState::Settled,
-                    };
-                    this.state.set(next);
+                    // Settled again: a next call runs the compensation again
+                    // (a retry, or a repeat injected to test idempotency).
+                    this.state.set(FnState::Settled);
                     return Poll::Ready(result);
                 }
                 // An action cut short counts as possibly applied: drop it and undo.
@@ -134,7 +130,7 @@ where
                         future: (this.compensation)(),
                     })
                 }
-                FnStateProj::Idle | FnStateProj::Compensated => return Poll::Ready(Ok(())),
+                FnStateProj::Idle => return Poll::Ready(Ok(())),
             }
         }
     }
@@ -179,7 +175,6 @@ impl<AF, CF> FnState<AF, CF> {
             FnState::Acting { .. } => "Acting",
             FnState::Settled => "Settled",
             FnState::Compensating { .. } => "Compensating",
-            FnState::Compensated => "Compensated",
         }
     }
 }

@@ -88,20 +88,27 @@ mod abort;
 mod builder;
 mod error;
 mod fn_step;
+mod group;
 mod interrupt;
+mod lanes;
+mod observer;
 mod policy;
 mod retry;
 mod run;
 mod saga;
 mod sleep;
 mod step;
+#[cfg(feature = "tracing")]
+mod trace;
 mod typed_step;
 
 pub use abort::AbortHandle;
 pub use builder::{LocalSagaBuilder, SagaBuilder, StepSlot};
-pub use error::{CompensationError, SagaError};
+pub use error::{CompensationError, SagaError, StepFailure};
 pub use fn_step::FnStep;
+pub use group::ParallelGroup;
 pub use interrupt::{Aborted, Panicked, TimedOut};
+pub use observer::{Observer, StepRef};
 pub use policy::{
     CompensationMode, Either, InFlight, Permits, Recovery, StepPolicy, Timed, Untimed,
 };

@@ -31,18 +31,24 @@ pub enum Recovery {
     Propagate,
 }
 
-/// What the backward phase does when a compensation still fails after its
-/// retries.
+/// How the backward phase runs compensations, and what it does when one
+/// still fails after its retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum CompensationMode {
-    /// Stop at the first failed compensation; it and every earlier step are
-    /// reported as not compensated (the default). Safest when an earlier undo
-    /// may depend on a later one having succeeded.
+    /// One at a time, in reverse; stop at the first failed compensation,
+    /// which and every step before it are reported as left applied (the
+    /// default). Safest when an earlier undo may depend on a later one.
     #[default]
     StopOnError,
-    /// Go on with the remaining compensations and collect every error.
+    /// One at a time, in reverse; go on past a failed compensation and
+    /// collect every error.
     ContinueOnError,
+    /// The members of each parallel group concurrently (within the group's
+    /// limit), the groups and single steps in reverse; collect every error.
+    ConcurrentGroups,
+    /// Every compensation at once; collect every error.
+    Concurrent,
 }
 
 /// What an abort does to the action in flight (see

@@ -1,35 +1,46 @@
 //! [`Run`]: the poll-driven state machine of one saga run.
+//!
+//! A run walks the saga's blocks (a single step, or a parallel group) forward,
+//! then, on failure, backward. Each step in flight occupies a *lane*: a
+//! small driver of its attempts (timeout, retry, backoff). A single step uses
+//! lane 0 and the run's own waker; a parallel group or a concurrent backward
+//! phase uses several lanes, each with a waker of its own, so that only the
+//! woken steps are polled.
 
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
+use core::ops::{Index, IndexMut};
 use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
+use crate::group::GroupSpec;
+use crate::lanes::LaneWakers;
 use crate::saga::Policy;
 use crate::sleep::{Slot, Timers};
 use crate::{
-    AbortHandle, Aborted, CompensationMode, InFlight, Recovery, SagaError, Step, TimedOut,
+    AbortHandle, Aborted, CompensationMode, InFlight, Observer, Recovery, SagaError, Step,
+    StepFailure, StepRef, TimedOut,
 };
 
 /// The future of one saga run, returned by [`Saga::run`](crate::Saga::run).
 ///
-/// A small state machine over the saga's steps: an index, a phase, an
-/// attempt count and the error being built. It holds no step futures itself
-/// (each step keeps its own in flight, and timers live in the saga),
-/// allocates nothing per poll, and never recurses, so sagas of any length run
-/// on a small stack.
+/// A small state machine over the saga's steps. It holds no step futures
+/// itself (each step keeps its own in flight, and timers and wakers live in
+/// the saga), allocates nothing per poll, and never recurses, so sagas of any
+/// length run on a small stack.
 ///
 /// It is `Unpin`, and `Send` when the saga's steps and `E` are.
 ///
 /// # Cancel safety
 ///
 /// Dropping a `Run` before it completes stops the saga without compensating:
-/// the step in flight is [reset](Step::reset), so its future is dropped, and
-/// the steps already applied stay applied. Poll it to completion, use an
-/// [`AbortHandle`] to stop it with compensation, or spawn it with a runtime
-/// adapter.
+/// the steps in flight are [reset](Step::reset), so their futures are
+/// dropped, and the steps already applied stay applied. Poll it to
+/// completion, use an [`AbortHandle`] to stop it with compensation, or spawn
+/// it with a runtime adapter.
 ///
 /// # Panics
 ///
@@ -38,21 +49,172 @@ use crate::{
 pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     steps: &'a mut [Pin<Box<S>>],
     policy: &'a Policy<E>,
+    groups: &'a [GroupSpec],
+    scratch: &'a mut Scratch<E>,
     clock: Option<Clock<'a, E>>,
     abort: Option<Abort<E>>,
     phase: Phase,
-    // Set when the forward phase ended in failure; completed by the backward phase.
+    // Set at the first failure of the forward phase; completed backward.
     failure: Option<SagaError<E>>,
-    // The last failed action attempt's error, kept while waiting to retry.
-    last_error: Option<E>,
-    // An abort arrived and the action in flight is allowed to finish.
-    draining: bool,
-    started: bool,
+    // The block whose members' outcomes are in `scratch.outcomes`.
+    failed_block: Option<(usize, usize)>,
+    interrupt: Option<Interrupted>,
+    // A panic reported by `fail_in_flight` outside any lane.
+    stray_failure: Option<E>,
+    // The lane being polled, for `fail_in_flight`.
+    polling: Option<usize>,
+}
+
+/// What a run borrows from its saga to keep its lanes. A saga of single
+/// steps needs one lane and one outcome, kept inline: building it allocates
+/// nothing here.
+pub(crate) struct Scratch<E> {
+    lanes: Lanes<E>,
+    // Per member of the block in the forward phase.
+    outcomes: Outcomes,
+    // `None` when no block needs more than one lane.
+    wakers: Option<LaneWakers>,
+}
+
+impl<E> Scratch<E> {
+    pub(crate) fn new(lanes: usize, widest_block: usize) -> Self {
+        let lanes = lanes.max(1);
+        Scratch {
+            lanes: Lanes {
+                first: Lane::default(),
+                rest: (1..lanes).map(|_| Lane::default()).collect(),
+            },
+            outcomes: Outcomes {
+                single: Outcome::NotStarted,
+                many: Vec::with_capacity(if widest_block > 1 { widest_block } else { 0 }),
+                width: 1,
+            },
+            wakers: (lanes > 1).then(|| LaneWakers::new(lanes)),
+        }
+    }
+
+    pub(crate) fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+}
+
+struct Lanes<E> {
+    first: Lane<E>,
+    rest: Vec<Lane<E>>,
+}
+
+impl<E> Lanes<E> {
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+}
+
+impl<E> Index<usize> for Lanes<E> {
+    type Output = Lane<E>;
+
+    fn index(&self, lane: usize) -> &Lane<E> {
+        match lane.checked_sub(1) {
+            None => &self.first,
+            Some(rest) => &self.rest[rest],
+        }
+    }
+}
+
+impl<E> IndexMut<usize> for Lanes<E> {
+    fn index_mut(&mut self, lane: usize) -> &mut Lane<E> {
+        match lane.checked_sub(1) {
+            None => &mut self.first,
+            Some(rest) => &mut self.rest[rest],
+        }
+    }
+}
+
+/// The outcome of each member of the forward block.
+struct Outcomes {
+    single: Outcome,
+    // Sized for the widest group when the saga is built.
+    many: Vec<Outcome>,
+    width: usize,
+}
+
+impl Outcomes {
+    fn reset(&mut self, width: usize) {
+        self.width = width;
+        self.single = Outcome::NotStarted;
+        self.many.clear();
+        if width > 1 {
+            self.many.resize(width, Outcome::NotStarted);
+        }
+    }
+}
+
+impl Index<usize> for Outcomes {
+    type Output = Outcome;
+
+    fn index(&self, member: usize) -> &Outcome {
+        if self.width == 1 {
+            &self.single
+        } else {
+            &self.many[member]
+        }
+    }
+}
+
+impl IndexMut<usize> for Outcomes {
+    fn index_mut(&mut self, member: usize) -> &mut Outcome {
+        if self.width == 1 {
+            &mut self.single
+        } else {
+            &mut self.many[member]
+        }
+    }
+}
+
+/// One step in flight: which attempt, and what it waits for.
+struct Lane<E> {
+    step: usize,
+    attempt: u32,
+    stage: Stage,
+    // While backing off: the last attempt's error, and whether it timed out.
+    last_error: Option<(E, bool)>,
+    // Set by `fail_in_flight`: the attempt panicked.
+    panicked: Option<E>,
+}
+
+impl<E> Default for Lane<E> {
+    fn default() -> Self {
+        Lane {
+            step: 0,
+            attempt: 0,
+            stage: Stage::Free,
+            last_error: None,
+            panicked: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Free,
+    Running,
+    BackingOff,
+}
+
+/// What a member of the forward block did, as far as the engine knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    NotStarted,
+    Running,
+    Applied,
+    // Its action returned an error.
+    Failed,
+    // Its action was dropped before finishing: possibly applied.
+    CutShort,
 }
 
 /// The saga's timers, as a run borrows them.
 pub(crate) struct Clock<'a, E> {
-    pub(crate) timers: Pin<&'a mut (dyn Timers + 'static)>,
+    pub(crate) timers: &'a mut (dyn Timers + 'static),
     pub(crate) timed_out: fn(TimedOut) -> E,
 }
 
@@ -63,46 +225,39 @@ struct Abort<E> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    // `attempt` counts the attempts made, the one in flight included.
-    Forward {
-        step: usize,
-        attempt: u32,
-        stage: Stage,
-    },
-    // Steps `0..remaining` are still to compensate, the last one first.
-    Backward {
-        remaining: usize,
-        attempt: u32,
-        stage: Stage,
-    },
+    Start,
+    Forward(Wave),
+    Backward(Wave),
     Done,
 }
 
+/// The steps `start..end` being run (forward) or compensated (backward).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Start,
-    Running,
-    BackingOff,
+struct Wave {
+    start: usize,
+    end: usize,
+    // Forward: the next member to start, ascending. Backward: steps
+    // `start..next` are still to start, the last one first.
+    next: usize,
+    // At most this many steps in flight (in lanes `0..limit`).
+    limit: usize,
+    on_failure: InFlight,
+    // No new step starts: a member failed, or the run was interrupted.
+    halted: bool,
 }
 
-/// Why the forward phase was stopped from outside the step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Interrupt {
-    Aborted,
-    Deadline,
+enum Kind {
+    Action,
+    Compensation,
 }
 
-/// What the failed step's last action attempt did, as far as the engine knows.
+/// An abort or a deadline, and where it found the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    // No attempt ran in this run.
-    NotStarted,
-    // The attempt succeeded (an abort then stopped the saga).
-    Applied,
-    // The attempt returned an error.
-    Failed,
-    // The attempt was dropped before it finished: possibly applied.
-    CutShort,
+struct Interrupted {
+    deadline: bool,
+    step: usize,
+    attempts: u32,
 }
 
 /// How an attempt ended badly.
@@ -112,38 +267,66 @@ enum Ending {
     Failed,
     // Its timeout elapsed and it was cut short.
     TimedOut,
-    // It was cut short from outside (see `Run::fail_in_flight`).
+    // It panicked, or was interrupted, and was cut short.
     CutShort,
+}
+
+impl Ending {
+    fn outcome(self) -> Outcome {
+        match self {
+            Ending::Failed => Outcome::Failed,
+            Ending::TimedOut | Ending::CutShort => Outcome::CutShort,
+        }
+    }
+}
+
+enum LaneEnd<E> {
+    Succeeded,
+    Failed(StepFailure<E>, Recovery, Ending),
+    // Cut short because another member of its group failed: no error of its own.
+    Cancelled,
+}
+
+/// A transition, for the observer (and `tracing`).
+enum Transition<'e, E> {
+    Started(Kind, u32),
+    Succeeded(Kind, u32),
+    Failed(Kind, u32, &'e E),
+    Retried(Kind, u32, Duration),
+    Aborted,
+    DeadlinePassed,
 }
 
 impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     pub(crate) fn new(
         steps: &'a mut [Pin<Box<S>>],
         policy: &'a Policy<E>,
+        groups: &'a [GroupSpec],
+        scratch: &'a mut Scratch<E>,
         clock: Option<Clock<'a, E>>,
     ) -> Self {
         Run {
             steps,
             policy,
+            groups,
+            scratch,
             clock,
             abort: None,
-            phase: Phase::Forward {
-                step: 0,
-                attempt: 0,
-                stage: Stage::Start,
-            },
+            phase: Phase::Start,
             failure: None,
-            last_error: None,
-            draining: false,
-            started: false,
+            failed_block: None,
+            interrupt: None,
+            stray_failure: None,
+            polling: None,
         }
     }
 
     /// Attaches an [`AbortHandle`]: after [`abort`](AbortHandle::abort), the
     /// run starts no further action and compensates what was applied (see
-    /// [`InFlight`] for the action in flight). The run then fails with
-    /// `E::from(Aborted)`, or with the in-flight action's own error when it
+    /// [`InFlight`] for the actions in flight). The run then fails with
+    /// `E::from(Aborted)`, or with an in-flight action's own error when it
     /// failed while finishing; [`SagaError::aborted`] is `true` either way.
+    /// Compensations are never interrupted by an abort.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub fn abortable(mut self, handle: &AbortHandle) -> Self
     where
@@ -159,12 +342,14 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// Fails the attempt in flight with `error`, as if it had returned it,
     /// except that it is first [cancelled](Step::cancel): an action counts as
     /// failed and possibly applied, a compensation as failed (and may be
-    /// retried). The run then goes on by the saga's rules when polled again.
+    /// retried). The run goes on by the saga's rules when polled again.
     ///
     /// This is how a runtime adapter turns a panic inside a step into a
     /// failed step: it polls the run under `catch_unwind` and, on a panic,
-    /// calls `fail_in_flight(E::from(Panicked::new(message)))`. It does
-    /// nothing on a run that completed.
+    /// calls `fail_in_flight(E::from(Panicked::from_payload(..)))`. When the
+    /// panic did not come from a step (an observer, say), the forward phase
+    /// stops starting steps and fails with `error`; while compensating, and
+    /// on a completed run, it does nothing.
     ///
     /// # Examples
     ///
@@ -190,7 +375,6 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     ///
     /// let mut run = pin!(saga.run());
     /// let mut cx = Context::from_waker(Waker::noop());
-    /// # std::panic::set_hook(Box::new(|_| {}));
     /// let result = loop {
     ///     match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut cx))) {
     ///         Ok(Poll::Ready(result)) => break result,
@@ -206,382 +390,727 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// assert!(error.is_fully_compensated());
     /// ```
     pub fn fail_in_flight(&mut self, error: E) {
-        match self.phase {
-            Phase::Forward {
-                step,
-                attempt,
-                stage,
-            } if step < self.steps.len() => match stage {
-                Stage::Running => {
-                    self.steps[step].as_mut().cancel();
-                    self.stop_timer(Slot::Step);
-                    self.after_action_error(step, attempt, error, Ending::CutShort);
+        let lane = self
+            .polling
+            .take()
+            .filter(|&lane| self.scratch.lanes[lane].stage != Stage::Free);
+        match (lane, self.phase) {
+            (Some(lane), Phase::Forward(_) | Phase::Backward(_)) => {
+                self.scratch.lanes[lane].panicked = Some(error);
+                if let Some(wakers) = &self.scratch.wakers {
+                    wakers.mark(lane);
                 }
-                Stage::Start => {
-                    self.fail(step, error, 0, Recovery::Compensate, Outcome::NotStarted);
-                    self.mark(None, Ending::Failed);
-                }
-                Stage::BackingOff => {
-                    self.fail(step, error, attempt, Recovery::Compensate, Outcome::Failed);
-                    self.mark(None, Ending::Failed);
-                }
-            },
-            Phase::Backward {
-                remaining,
-                attempt,
-                stage,
-            } if remaining > 0 => {
-                let step = remaining - 1;
-                if stage == Stage::Running {
-                    self.steps[step].as_mut().cancel();
-                }
-                self.stop_timer(Slot::Step);
-                self.after_compensation_error(step, attempt.max(1), error, Ending::CutShort);
             }
+            (None, Phase::Start | Phase::Forward(_)) => self.stray_failure = Some(error),
             _ => {}
         }
     }
 
-    fn start_timer(&mut self, slot: Slot, duration: Option<Duration>) {
-        if let Some(clock) = &mut self.clock {
-            match duration {
-                Some(duration) => clock.timers.as_mut().start(slot, duration),
-                None => clock.timers.as_mut().stop(slot),
-            }
-        }
+    // ---- observer ----------------------------------------------------------
+
+    fn transition(&self, step: usize, transition: Transition<'_, E>) {
+        #[cfg(feature = "tracing")]
+        crate::trace::transition(step, self.steps[step].name(), transition_label(&transition));
+        let Some(observer) = self.policy.observer.as_deref() else {
+            return;
+        };
+        let at = StepRef {
+            index: step,
+            name: self.steps[step].name(),
+        };
+        notify(observer, at, transition);
     }
 
-    fn stop_timer(&mut self, slot: Slot) {
+    // ---- timers and interrupts --------------------------------------------
+
+    fn set_timer(&mut self, slot: Slot, duration: Option<Duration>) {
         if let Some(clock) = &mut self.clock {
-            clock.timers.as_mut().stop(slot);
+            match duration {
+                Some(duration) => clock.timers.start(slot, duration),
+                None => clock.timers.stop(slot),
+            }
         }
     }
 
     fn poll_timer(&mut self, slot: Slot, cx: &mut Context<'_>) -> bool {
         self.clock
             .as_mut()
-            .is_some_and(|clock| clock.timers.as_mut().poll_elapsed(slot, cx).is_ready())
+            .is_some_and(|clock| clock.timers.poll_elapsed(slot, cx).is_ready())
     }
 
     fn timed_out_error(&self) -> Option<E> {
         self.clock.as_ref().map(|clock| (clock.timed_out)(TimedOut))
     }
 
-    fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Option<Interrupt> {
-        if self.poll_timer(Slot::Saga, cx) {
-            return Some(Interrupt::Deadline);
-        }
-        let abort = self.abort.as_ref()?;
-        abort.handle.poll_aborted(cx).then_some(Interrupt::Aborted)
-    }
-
-    fn interrupt_error(&self, interrupt: Interrupt) -> Option<E> {
-        match interrupt {
-            Interrupt::Aborted => self.abort.as_ref().map(|abort| (abort.aborted)(Aborted)),
-            Interrupt::Deadline => self.timed_out_error(),
+    /// The error an interrupt fails steps with.
+    fn interrupt_error(&self, deadline: bool) -> Option<E> {
+        if deadline {
+            self.timed_out_error()
+        } else {
+            self.abort.as_ref().map(|abort| (abort.aborted)(Aborted))
         }
     }
 
-    /// Starts action attempt number `attempt` of `step`, with its timeout.
-    fn begin_action(&mut self, step: usize, attempt: u32) {
-        let timeout = self.policy.step(step).action_timeout();
-        self.start_timer(Slot::Step, timeout);
-        self.phase = Phase::Forward {
-            step,
-            attempt,
-            stage: Stage::Running,
-        };
-    }
+    // ---- lanes --------------------------------------------------------------
 
-    /// Starts compensation attempt number `attempt` of `step`, with its timeout.
-    fn begin_compensation(&mut self, step: usize, attempt: u32) {
-        let timeout = self.policy.step(step).compensation_timeout();
-        self.start_timer(Slot::Step, timeout);
-        self.phase = Phase::Backward {
-            remaining: step + 1,
-            attempt,
-            stage: Stage::Running,
-        };
-    }
-
-    /// Ends the forward phase at `step`: records the failure, then compensates
-    /// (or propagates).
-    fn fail(&mut self, step: usize, error: E, attempts: u32, recovery: Recovery, outcome: Outcome) {
-        self.stop_timer(Slot::Step);
-        self.stop_timer(Slot::Saga);
-        self.last_error = None;
-        let current = &self.steps[step];
-        let compensates_failure = current.compensates_failed_action();
-        let mut failure = SagaError::new(error, step, current.name(), recovery);
-        failure.record_attempts(attempts);
-        // Steps `0..remaining` need compensation, this one first when included.
-        let remaining = match outcome {
-            Outcome::NotStarted => step,
-            Outcome::Applied => step + 1,
-            Outcome::Failed | Outcome::CutShort => step + usize::from(compensates_failure),
-        };
-        if outcome == Outcome::CutShort && !compensates_failure {
-            failure.record_failed_step_left_applied();
-        }
-        self.phase = match recovery {
-            Recovery::Propagate => {
-                failure.record_never_compensated(0..remaining);
-                Phase::Done
+    /// Polls the step in `lane`, with the lane's own waker when the wave
+    /// runs several steps side by side (and the run's waker otherwise).
+    fn poll_lane_in(&mut self, lane: usize, kind: Kind, cx: &mut Context<'_>) -> Poll<LaneEnd<E>> {
+        let wave = self.wave();
+        match self.scratch.wakers.as_ref().filter(|_| wave.limit > 1) {
+            Some(wakers) => {
+                let waker = wakers.waker(lane).clone();
+                self.poll_lane(lane, kind, wave.halted, &mut Context::from_waker(&waker))
             }
-            Recovery::Retry | Recovery::Compensate => Phase::Backward {
-                remaining,
-                attempt: 0,
-                stage: Stage::Start,
-            },
-        };
-        self.failure = Some(failure);
-    }
-
-    fn mark(&mut self, interrupt: Option<Interrupt>, ending: Ending) {
-        if let Some(failure) = &mut self.failure {
-            if self.draining || interrupt == Some(Interrupt::Aborted) {
-                failure.record_aborted();
-            }
-            if ending == Ending::TimedOut || interrupt == Some(Interrupt::Deadline) {
-                failure.record_timed_out();
-            }
+            None => self.poll_lane(lane, kind, wave.halted, cx),
         }
     }
 
-    /// An action attempt failed (or timed out): retry it, or end the forward phase.
-    fn after_action_error(&mut self, step: usize, attempt: u32, error: E, ending: Ending) {
-        let outcome = match ending {
-            Ending::Failed => Outcome::Failed,
-            Ending::TimedOut | Ending::CutShort => Outcome::CutShort,
-        };
-        if self.draining {
-            // Aborted while this attempt finished: no retry.
-            self.fail(step, error, attempt, Recovery::Compensate, outcome);
-            return self.mark(None, ending);
+    fn free_lane(&self, limit: usize) -> Option<usize> {
+        (0..limit).find(|&lane| self.scratch.lanes[lane].stage == Stage::Free)
+    }
+
+    /// Starts the action or the compensation of `step` in `lane`.
+    fn start_lane(&mut self, lane: usize, step: usize, kind: Kind) {
+        self.polling = Some(lane);
+        if kind == Kind::Action {
+            self.steps[step].as_mut().reset();
         }
-        let recovery = self.policy.recovery_for(&error);
-        let retry = self.policy.step(step).action_retry();
-        if recovery == Recovery::Retry {
-            if let Some(retry) = retry.filter(|retry| attempt < retry.max_attempts()) {
-                let delay = retry.delay_before(attempt + 1);
-                if delay.is_zero() || self.clock.is_none() {
-                    return self.begin_action(step, attempt + 1);
+        self.begin_attempt(lane, step, 1, kind);
+        if let Some(wakers) = &self.scratch.wakers {
+            wakers.mark(lane);
+        }
+        self.polling = None;
+    }
+
+    fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
+        let policy = self.policy.step(step);
+        let timeout = match kind {
+            Kind::Action => policy.action_timeout(),
+            Kind::Compensation => policy.compensation_timeout(),
+        };
+        self.set_timer(Slot::Lane(lane), timeout);
+        let slot = &mut self.scratch.lanes[lane];
+        slot.step = step;
+        slot.attempt = attempt;
+        slot.stage = Stage::Running;
+        slot.last_error = None;
+        self.transition(step, Transition::Started(kind, attempt));
+    }
+
+    /// Drives the step in `lane` through its attempts.
+    fn poll_lane(
+        &mut self,
+        lane: usize,
+        kind: Kind,
+        halted: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<LaneEnd<E>> {
+        self.polling = Some(lane);
+        let end = self.drive_lane(lane, kind, halted, cx);
+        self.polling = None;
+        end
+    }
+
+    fn drive_lane(
+        &mut self,
+        lane: usize,
+        kind: Kind,
+        halted: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<LaneEnd<E>> {
+        loop {
+            let Lane {
+                step,
+                attempt,
+                stage,
+                ..
+            } = self.scratch.lanes[lane];
+            match stage {
+                Stage::Free => return Poll::Ready(LaneEnd::Succeeded),
+                Stage::BackingOff => {
+                    if !self.poll_timer(Slot::Lane(lane), cx) {
+                        return Poll::Pending;
+                    }
+                    self.begin_attempt(lane, step, attempt + 1, kind);
                 }
-                self.start_timer(Slot::Step, Some(delay));
-                self.last_error = Some(error);
-                self.phase = Phase::Forward {
-                    step,
-                    attempt,
-                    stage: Stage::BackingOff,
-                };
-                return;
+                Stage::Running => {
+                    let (error, ending) =
+                        if let Some(error) = self.scratch.lanes[lane].panicked.take() {
+                            self.steps[step].as_mut().cancel();
+                            (error, Ending::CutShort)
+                        } else {
+                            let current = self.steps[step].as_mut();
+                            let polled = match kind {
+                                Kind::Action => current.poll_action(cx),
+                                Kind::Compensation => current.poll_compensate(cx),
+                            };
+                            match polled {
+                                Poll::Ready(Ok(())) => {
+                                    self.set_timer(Slot::Lane(lane), None);
+                                    self.scratch.lanes[lane].stage = Stage::Free;
+                                    self.transition(step, Transition::Succeeded(kind, attempt));
+                                    return Poll::Ready(LaneEnd::Succeeded);
+                                }
+                                Poll::Ready(Err(error)) => (error, Ending::Failed),
+                                Poll::Pending => {
+                                    if !self.poll_timer(Slot::Lane(lane), cx) {
+                                        return Poll::Pending;
+                                    }
+                                    self.steps[step].as_mut().cancel();
+                                    let Some(error) = self.timed_out_error() else {
+                                        unreachable!("a lane timer only runs with a clock")
+                                    };
+                                    (error, Ending::TimedOut)
+                                }
+                            }
+                        };
+                    self.set_timer(Slot::Lane(lane), None);
+                    self.transition(step, Transition::Failed(kind, attempt, &error));
+                    if let Some(end) = self.after_attempt_error(lane, kind, halted, error, ending) {
+                        return Poll::Ready(end);
+                    }
+                }
             }
         }
+    }
+
+    /// An attempt failed: schedule a retry (`None`), or end the lane.
+    fn after_attempt_error(
+        &mut self,
+        lane: usize,
+        kind: Kind,
+        halted: bool,
+        error: E,
+        ending: Ending,
+    ) -> Option<LaneEnd<E>> {
+        let Lane { step, attempt, .. } = self.scratch.lanes[lane];
+        let policy = self.policy.step(step);
+        let (retry, recovery) = match kind {
+            Kind::Action => {
+                let recovery = self.policy.recovery_for(&error);
+                let retry = policy
+                    .action_retry()
+                    .filter(|_| recovery == Recovery::Retry);
+                (retry, recovery)
+            }
+            Kind::Compensation => {
+                let retries = self.steps[step].retries_compensation();
+                (
+                    policy.compensation_retry().filter(|_| retries),
+                    Recovery::Compensate,
+                )
+            }
+        };
+        // Once the block failed or the run was interrupted, no new attempt starts.
+        let retry = retry.filter(|retry| {
+            attempt < retry.max_attempts() && (kind == Kind::Compensation || !halted)
+        });
+        let timed_out = ending == Ending::TimedOut;
+        if let Some(retry) = retry {
+            let delay = retry.delay_before(attempt + 1);
+            self.transition(step, Transition::Retried(kind, attempt + 1, delay));
+            if delay.is_zero() || self.clock.is_none() {
+                self.begin_attempt(lane, step, attempt + 1, kind);
+            } else {
+                self.set_timer(Slot::Lane(lane), Some(delay));
+                let slot = &mut self.scratch.lanes[lane];
+                slot.stage = Stage::BackingOff;
+                slot.last_error = Some((error, timed_out));
+            }
+            return None;
+        }
+        self.scratch.lanes[lane].stage = Stage::Free;
         let recovery = match recovery {
             Recovery::Propagate => Recovery::Propagate,
             Recovery::Retry | Recovery::Compensate => Recovery::Compensate,
         };
-        self.fail(step, error, attempt, recovery, outcome);
-        self.mark(None, ending);
-    }
-
-    fn poll_forward(
-        &mut self,
-        step: usize,
-        attempt: u32,
-        stage: Stage,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        if step == self.steps.len() {
-            self.stop_timer(Slot::Saga);
-            self.phase = Phase::Done;
-            return Poll::Ready(());
-        }
-        if !self.draining {
-            if let Some(interrupt) = self.poll_interrupt(cx) {
-                let finish = interrupt == Interrupt::Aborted
-                    && self.policy.on_abort == InFlight::Finish
-                    && stage == Stage::Running;
-                if finish {
-                    self.draining = true;
-                } else {
-                    return self.interrupt_forward(step, attempt, stage, interrupt);
-                }
-            }
-        }
-        match stage {
-            Stage::Start => {
-                self.steps[step].as_mut().reset();
-                self.begin_action(step, 1);
-            }
-            Stage::BackingOff => {
-                if !self.poll_timer(Slot::Step, cx) {
-                    return Poll::Pending;
-                }
-                self.last_error = None;
-                self.begin_action(step, attempt + 1);
-            }
-            Stage::Running => match self.steps[step].as_mut().poll_action(cx) {
-                Poll::Ready(Ok(())) if self.draining => {
-                    // Aborted while it finished: it is applied, so it is undone too.
-                    let Some(error) = self.interrupt_error(Interrupt::Aborted) else {
-                        unreachable!("draining only starts with an abort handle")
-                    };
-                    self.fail(step, error, attempt, Recovery::Compensate, Outcome::Applied);
-                    self.mark(Some(Interrupt::Aborted), Ending::Failed);
-                }
-                Poll::Ready(Ok(())) => {
-                    self.stop_timer(Slot::Step);
-                    self.phase = Phase::Forward {
-                        step: step + 1,
-                        attempt: 0,
-                        stage: Stage::Start,
-                    };
-                }
-                Poll::Ready(Err(error)) => {
-                    self.stop_timer(Slot::Step);
-                    self.after_action_error(step, attempt, error, Ending::Failed);
-                }
-                Poll::Pending => {
-                    if !self.poll_timer(Slot::Step, cx) {
-                        return Poll::Pending;
-                    }
-                    self.steps[step].as_mut().cancel();
-                    let Some(error) = self.timed_out_error() else {
-                        unreachable!("a step timer only runs with a clock")
-                    };
-                    self.after_action_error(step, attempt, error, Ending::TimedOut);
-                }
-            },
-        }
-        Poll::Ready(())
-    }
-
-    /// An abort or the saga deadline stops the forward phase at `step`.
-    fn interrupt_forward(
-        &mut self,
-        step: usize,
-        attempt: u32,
-        stage: Stage,
-        interrupt: Interrupt,
-    ) -> Poll<()> {
-        let Some(interrupt_error) = self.interrupt_error(interrupt) else {
-            unreachable!("interrupts only come from an abort handle or a clock")
+        let failure = StepFailure {
+            step,
+            error,
+            attempts: attempt,
+            timed_out,
+            compensation: false,
         };
-        match stage {
-            // Nothing of this step ran in this run.
-            Stage::Start => self.fail(
-                step,
-                interrupt_error,
-                0,
-                Recovery::Compensate,
-                Outcome::NotStarted,
-            ),
-            // The last attempt failed; report its error.
-            Stage::BackingOff => {
-                let error = self.last_error.take().unwrap_or(interrupt_error);
-                self.fail(step, error, attempt, Recovery::Compensate, Outcome::Failed);
-            }
-            Stage::Running => {
+        Some(LaneEnd::Failed(failure, recovery, ending))
+    }
+
+    /// Ends the lane's step from outside: cuts a running attempt short (it
+    /// fails with `error`, or is merely cancelled without one), or gives up
+    /// retrying (it fails with its last error).
+    fn stop_lane(&mut self, lane: usize, error: Option<E>) -> LaneEnd<E> {
+        let Lane {
+            step,
+            attempt,
+            stage,
+            ..
+        } = self.scratch.lanes[lane];
+        self.set_timer(Slot::Lane(lane), None);
+        let slot = &mut self.scratch.lanes[lane];
+        slot.stage = Stage::Free;
+        let (error, timed_out, ending) = match (stage, slot.last_error.take(), error) {
+            (Stage::BackingOff, Some((error, timed_out)), _) => (error, timed_out, Ending::Failed),
+            (Stage::Free, ..) => return LaneEnd::Cancelled,
+            (_, _, error) => {
                 self.steps[step].as_mut().cancel();
-                self.fail(
-                    step,
-                    interrupt_error,
-                    attempt,
-                    Recovery::Compensate,
-                    Outcome::CutShort,
-                );
+                match error {
+                    Some(error) => (error, false, Ending::CutShort),
+                    None => return LaneEnd::Cancelled,
+                }
             }
-        }
-        self.mark(Some(interrupt), Ending::Failed);
-        Poll::Ready(())
-    }
-
-    fn poll_backward(
-        &mut self,
-        remaining: usize,
-        attempt: u32,
-        stage: Stage,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        let Some(step) = remaining.checked_sub(1) else {
-            self.phase = Phase::Done;
-            return Poll::Ready(());
         };
-        match stage {
-            Stage::Start => self.begin_compensation(step, 1),
-            Stage::BackingOff => {
-                if !self.poll_timer(Slot::Step, cx) {
-                    return Poll::Pending;
-                }
-                self.begin_compensation(step, attempt + 1);
-            }
-            Stage::Running => match self.steps[step].as_mut().poll_compensate(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.stop_timer(Slot::Step);
-                    if let Some(failure) = &mut self.failure {
-                        failure.record_compensated();
-                    }
-                    self.phase = Phase::Backward {
-                        remaining: step,
-                        attempt: 0,
-                        stage: Stage::Start,
-                    };
-                }
-                Poll::Ready(Err(error)) => {
-                    self.stop_timer(Slot::Step);
-                    self.after_compensation_error(step, attempt, error, Ending::Failed);
-                }
-                Poll::Pending => {
-                    if !self.poll_timer(Slot::Step, cx) {
-                        return Poll::Pending;
-                    }
-                    self.steps[step].as_mut().cancel();
-                    let Some(error) = self.timed_out_error() else {
-                        unreachable!("a step timer only runs with a clock")
-                    };
-                    self.after_compensation_error(step, attempt, error, Ending::TimedOut);
-                }
-            },
-        }
-        Poll::Ready(())
+        let failure = StepFailure {
+            step,
+            error,
+            attempts: attempt,
+            timed_out,
+            compensation: false,
+        };
+        LaneEnd::Failed(failure, Recovery::Compensate, ending)
     }
 
-    /// A compensation attempt failed (or timed out): retry it, or give up on it.
-    fn after_compensation_error(&mut self, step: usize, attempt: u32, error: E, ending: Ending) {
-        let retry = self
-            .policy
-            .step(step)
-            .compensation_retry()
-            .filter(|_| self.steps[step].retries_compensation());
-        if let Some(retry) = retry.filter(|retry| attempt < retry.max_attempts()) {
-            let delay = retry.delay_before(attempt + 1);
-            if delay.is_zero() || self.clock.is_none() {
-                return self.begin_compensation(step, attempt + 1);
+    // ---- blocks ---------------------------------------------------------------
+
+    /// The group containing `step`, if any.
+    fn group_of(&self, step: usize) -> Option<&'a GroupSpec> {
+        let groups: &'a [GroupSpec] = self.groups;
+        let found = groups.partition_point(|group| group.members.end <= step);
+        groups
+            .get(found)
+            .filter(|group| group.members.contains(&step))
+    }
+
+    fn forward_wave(&mut self, start: usize) -> Phase {
+        if start == self.steps.len() {
+            return Phase::Done;
+        }
+        let (end, limit, on_failure) = match self.group_of(start) {
+            Some(group) => (group.members.end, group.limit, group.on_failure),
+            None => (start + 1, 1, InFlight::Finish),
+        };
+        self.scratch.outcomes.reset(end - start);
+        Phase::Forward(Wave {
+            start,
+            end,
+            next: start,
+            limit,
+            on_failure,
+            halted: false,
+        })
+    }
+
+    /// The backward wave over the block that ends at `end`.
+    fn backward_wave(&self, end: usize) -> Phase {
+        let Some(last) = end.checked_sub(1) else {
+            return Phase::Done;
+        };
+        let group = self.group_of(last);
+        let (start, limit) = match self.policy.compensation_mode {
+            CompensationMode::Concurrent => (0, self.scratch.lanes()),
+            CompensationMode::ConcurrentGroups => {
+                group.map_or((last, 1), |group| (group.members.start, group.limit))
             }
-            self.start_timer(Slot::Step, Some(delay));
-            self.phase = Phase::Backward {
-                remaining: step + 1,
-                attempt,
-                stage: Stage::BackingOff,
+            _ => (group.map_or(last, |group| group.members.start), 1),
+        };
+        Phase::Backward(Wave {
+            start,
+            end,
+            next: end,
+            limit,
+            on_failure: InFlight::Finish,
+            halted: false,
+        })
+    }
+
+    fn outcome_mut(&mut self, step: usize, start: usize) -> &mut Outcome {
+        &mut self.scratch.outcomes[step - start]
+    }
+
+    /// Whether `step` is to be compensated: every step before the failed
+    /// block, and the members of the failed block that ran (by rule 3).
+    fn needs_compensation(&self, step: usize) -> bool {
+        match self.failed_block {
+            Some((start, end)) if (start..end).contains(&step) => match self.scratch.outcomes
+                [step - start]
+            {
+                Outcome::Applied => true,
+                Outcome::Failed | Outcome::CutShort => self.steps[step].compensates_failed_action(),
+                Outcome::NotStarted | Outcome::Running => false,
+            },
+            _ => true,
+        }
+    }
+
+    /// Records an action failure: the first is the saga's error, later ones
+    /// (in the same parallel group) are concurrent failures.
+    fn record_failure(&mut self, failure: StepFailure<E>, recovery: Recovery) {
+        match &mut self.failure {
+            Some(first) => first.record_concurrent_failure(failure),
+            None => {
+                let name = self.steps[failure.step].name();
+                self.failure = Some(SagaError::new(failure, name, recovery));
+            }
+        }
+    }
+
+    /// The wave in progress. Waves live only in `self.phase`, never in a
+    /// local copy, so that a panic in a step (see `fail_in_flight`) cannot
+    /// lose an update.
+    fn wave(&self) -> Wave {
+        match self.phase {
+            Phase::Forward(wave) | Phase::Backward(wave) => wave,
+            Phase::Start | Phase::Done => {
+                unreachable!("no wave outside the forward and backward phases")
+            }
+        }
+    }
+
+    fn update_wave(&mut self, update: impl FnOnce(&mut Wave)) {
+        if let Phase::Forward(wave) | Phase::Backward(wave) = &mut self.phase {
+            update(wave);
+        }
+    }
+
+    /// How many of the wave's lanes have a step in flight.
+    fn in_flight(&self) -> usize {
+        let limit = self.wave().limit;
+        (0..limit)
+            .filter(|&lane| self.scratch.lanes[lane].stage != Stage::Free)
+            .count()
+    }
+
+    fn lowest_in_flight(&self) -> Option<usize> {
+        let limit = self.wave().limit;
+        (0..limit)
+            .map(|lane| &self.scratch.lanes[lane])
+            .filter(|lane| lane.stage != Stage::Free)
+            .map(|lane| lane.step)
+            .min()
+    }
+
+    fn lane_woken(&self, lane: usize) -> bool {
+        match &self.scratch.wakers {
+            Some(wakers) if self.wave().limit > 1 => wakers.take(lane),
+            _ => true,
+        }
+    }
+
+    /// A member of the forward wave ended.
+    fn end_member(&mut self, end: LaneEnd<E>, step: usize) {
+        let wave = self.wave();
+        let outcome = match end {
+            LaneEnd::Succeeded => Outcome::Applied,
+            LaneEnd::Cancelled => Outcome::CutShort,
+            LaneEnd::Failed(failure, recovery, ending) => {
+                self.record_failure(failure, recovery);
+                ending.outcome()
+            }
+        };
+        *self.outcome_mut(step, wave.start) = outcome;
+        let failed = matches!(outcome, Outcome::Failed | Outcome::CutShort);
+        if failed && !wave.halted {
+            self.update_wave(|wave| wave.halted = true);
+            if wave.on_failure == InFlight::CutShort {
+                self.stop_members(false);
+            }
+        }
+    }
+
+    /// Stops the members in flight. Those waiting to retry fail with their
+    /// last error. Running ones are cut short: after an interrupt (when it
+    /// cuts), each fails with the interrupt's error; after a sibling failed,
+    /// they are cancelled with no error of their own.
+    fn stop_members(&mut self, interrupted: bool) {
+        for lane in 0..self.wave().limit {
+            let Lane { step, stage, .. } = self.scratch.lanes[lane];
+            let error = match stage {
+                Stage::Free => continue,
+                Stage::BackingOff => None,
+                Stage::Running if !interrupted => None,
+                Stage::Running => match self.interrupt {
+                    Some(interrupt)
+                        if interrupt.deadline || self.policy.on_abort == InFlight::CutShort =>
+                    {
+                        self.interrupt_error(interrupt.deadline)
+                    }
+                    // Aborted with `InFlight::Finish`: let it finish.
+                    _ => continue,
+                },
             };
-            return;
+            let end = self.stop_lane(lane, error);
+            self.end_member(end, step);
+        }
+    }
+
+    // ---- the forward phase ----------------------------------------------------
+
+    /// Starts what can start, polls what was woken. `Ready` when a step
+    /// ended (so more may start, or the wave may be over); steps that just
+    /// started were polled already, so they are no reason to poll again.
+    fn poll_forward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(error) = self.stray_failure.take() {
+            let wave = self.wave();
+            let step = self
+                .lowest_in_flight()
+                .unwrap_or(wave.next.min(wave.end - 1));
+            let failure = StepFailure {
+                step,
+                error,
+                attempts: 0,
+                timed_out: false,
+                compensation: false,
+            };
+            self.record_failure(failure, Recovery::Compensate);
+            self.update_wave(|wave| wave.halted = true);
+        }
+        if self.interrupt.is_none() {
+            if let Some(deadline) = self.poll_interrupt(cx) {
+                self.interrupt_forward(deadline);
+            }
+        }
+        let mut progress = false;
+        loop {
+            let wave = self.wave();
+            if wave.halted || wave.next == wave.end || self.in_flight() == wave.limit {
+                break;
+            }
+            let Some(lane) = self.free_lane(wave.limit) else {
+                break;
+            };
+            self.update_wave(|wave| wave.next += 1);
+            *self.outcome_mut(wave.next, wave.start) = Outcome::Running;
+            self.start_lane(lane, wave.next, Kind::Action);
+        }
+        if let Some(wakers) = &self.scratch.wakers {
+            wakers.register(cx.waker());
+        }
+        for lane in 0..self.wave().limit {
+            if self.scratch.lanes[lane].stage == Stage::Free || !self.lane_woken(lane) {
+                continue;
+            }
+            let step = self.scratch.lanes[lane].step;
+            if let Poll::Ready(end) = self.poll_lane_in(lane, Kind::Action, cx) {
+                self.end_member(end, step);
+                progress = true;
+            }
+        }
+        let wave = self.wave();
+        if self.in_flight() == 0 && (wave.halted || wave.next == wave.end) {
+            self.finish_forward_wave(wave);
+            return Poll::Ready(());
+        }
+        if progress {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// `Some(deadline)` when the deadline passed or the run was aborted.
+    fn poll_interrupt(&mut self, cx: &mut Context<'_>) -> Option<bool> {
+        if self.poll_timer(Slot::Saga, cx) {
+            return Some(true);
+        }
+        let abort = self.abort.as_ref()?;
+        abort.handle.poll_aborted(cx).then_some(false)
+    }
+
+    fn interrupt_forward(&mut self, deadline: bool) {
+        let wave = self.wave();
+        let step = self
+            .lowest_in_flight()
+            .unwrap_or(wave.next.min(wave.end - 1));
+        let attempts = (0..wave.limit)
+            .map(|lane| &self.scratch.lanes[lane])
+            .find(|lane| lane.stage != Stage::Free && lane.step == step)
+            .map_or(0, |lane| lane.attempt);
+        self.interrupt = Some(Interrupted {
+            deadline,
+            step,
+            attempts,
+        });
+        self.set_timer(Slot::Saga, None);
+        self.transition(
+            step,
+            if deadline {
+                Transition::DeadlinePassed
+            } else {
+                Transition::Aborted
+            },
+        );
+        self.update_wave(|wave| wave.halted = true);
+        self.stop_members(true);
+    }
+
+    fn finish_forward_wave(&mut self, wave: Wave) {
+        if self.failure.is_none() {
+            if let Some(interrupted) = self.interrupt {
+                // Interrupted, and every member in flight finished well.
+                let Some(error) = self.interrupt_error(interrupted.deadline) else {
+                    unreachable!("interrupts only come from an abort handle or a clock")
+                };
+                let failure = StepFailure {
+                    step: interrupted.step,
+                    error,
+                    attempts: interrupted.attempts,
+                    timed_out: false,
+                    compensation: false,
+                };
+                self.record_failure(failure, Recovery::Compensate);
+            }
         }
         let Some(failure) = &mut self.failure else {
-            unreachable!("the backward phase always has a failure to report")
+            self.phase = self.forward_wave(wave.end);
+            return;
         };
-        failure.record_compensation_error(step, error, attempt, ending == Ending::TimedOut);
-        self.phase = match self.policy.compensation_mode {
-            CompensationMode::StopOnError => {
-                failure.record_never_compensated(0..step);
-                Phase::Done
+        if let Some(interrupted) = self.interrupt {
+            if interrupted.deadline {
+                failure.record_deadline();
+            } else {
+                failure.record_aborted();
             }
-            CompensationMode::ContinueOnError => Phase::Backward {
-                remaining: step,
-                attempt: 0,
-                stage: Stage::Start,
-            },
+        }
+        let propagate = failure.recovery() == Recovery::Propagate;
+        self.set_timer(Slot::Saga, None);
+        self.failed_block = Some((wave.start, wave.end));
+        let mut left_applied = Vec::new();
+        for step in wave.start..wave.end {
+            let outcome = self.scratch.outcomes[step - wave.start];
+            let compensable = self.needs_compensation(step);
+            // Cut short with no compensation to undo it, or propagated: left applied.
+            let cut_short =
+                outcome == Outcome::CutShort && !self.steps[step].compensates_failed_action();
+            if cut_short || (propagate && compensable) {
+                left_applied.push(step);
+            }
+        }
+        if let Some(failure) = &mut self.failure {
+            left_applied
+                .into_iter()
+                .for_each(|step| failure.record_left_applied(step));
+            if propagate {
+                failure.record_never_compensated(0..wave.start);
+            }
+        }
+        self.phase = if propagate {
+            Phase::Done
+        } else {
+            self.backward_wave(wave.end)
         };
+    }
+
+    // ---- the backward phase -----------------------------------------------------
+
+    fn poll_backward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut progress = false;
+        loop {
+            let wave = self.wave();
+            if wave.halted || wave.next == wave.start || self.in_flight() == wave.limit {
+                break;
+            }
+            let step = wave.next - 1;
+            if self.needs_compensation(step) {
+                let Some(lane) = self.free_lane(wave.limit) else {
+                    break;
+                };
+                self.update_wave(|wave| wave.next = step);
+                self.start_lane(lane, step, Kind::Compensation);
+            } else {
+                self.update_wave(|wave| wave.next = step);
+            }
+        }
+        if let Some(wakers) = &self.scratch.wakers {
+            wakers.register(cx.waker());
+        }
+        for lane in 0..self.wave().limit {
+            if self.scratch.lanes[lane].stage == Stage::Free || !self.lane_woken(lane) {
+                continue;
+            }
+            let Poll::Ready(end) = self.poll_lane_in(lane, Kind::Compensation, cx) else {
+                continue;
+            };
+            progress = true;
+            let Some(failure) = &mut self.failure else {
+                unreachable!("the backward phase always has a failure to report")
+            };
+            match end {
+                LaneEnd::Succeeded | LaneEnd::Cancelled => failure.record_compensated(),
+                LaneEnd::Failed(error, ..) => {
+                    failure.record_compensation_error(error);
+                    if self.policy.compensation_mode == CompensationMode::StopOnError {
+                        self.update_wave(|wave| wave.halted = true);
+                    }
+                }
+            }
+        }
+        let wave = self.wave();
+        if self.in_flight() > 0 || (wave.next > wave.start && !wave.halted) {
+            return if progress {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            };
+        }
+        if wave.halted {
+            // Stopped at a failed compensation: the rest stays applied.
+            let left: Vec<usize> = (wave.start..wave.next)
+                .filter(|&step| self.needs_compensation(step))
+                .collect();
+            if let Some(failure) = &mut self.failure {
+                failure.record_never_compensated(0..wave.start);
+                left.into_iter()
+                    .for_each(|step| failure.record_left_applied(step));
+            }
+            self.phase = Phase::Done;
+        } else {
+            self.phase = self.backward_wave(wave.start);
+        }
+        Poll::Ready(())
+    }
+}
+
+fn notify<E>(
+    observer: &(dyn Observer<E> + Send + Sync),
+    at: StepRef<'_>,
+    transition: Transition<'_, E>,
+) {
+    match transition {
+        Transition::Started(Kind::Action, attempt) => observer.action_started(at, attempt),
+        Transition::Started(Kind::Compensation, attempt) => {
+            observer.compensation_started(at, attempt)
+        }
+        Transition::Succeeded(Kind::Action, attempt) => observer.action_succeeded(at, attempt),
+        Transition::Succeeded(Kind::Compensation, attempt) => {
+            observer.compensation_succeeded(at, attempt)
+        }
+        Transition::Failed(Kind::Action, attempt, error) => {
+            observer.action_failed(at, attempt, error)
+        }
+        Transition::Failed(Kind::Compensation, attempt, error) => {
+            observer.compensation_failed(at, attempt, error)
+        }
+        Transition::Retried(Kind::Action, next, delay) => observer.action_retried(at, next, delay),
+        Transition::Retried(Kind::Compensation, next, delay) => {
+            observer.compensation_retried(at, next, delay)
+        }
+        Transition::Aborted => observer.aborted(at),
+        Transition::DeadlinePassed => observer.deadline_passed(at),
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn transition_label<E>(transition: &Transition<'_, E>) -> (&'static str, u32) {
+    match *transition {
+        Transition::Started(Kind::Action, attempt) => ("action started", attempt),
+        Transition::Started(Kind::Compensation, attempt) => ("compensation started", attempt),
+        Transition::Succeeded(Kind::Action, attempt) => ("action succeeded", attempt),
+        Transition::Succeeded(Kind::Compensation, attempt) => ("compensation succeeded", attempt),
+        Transition::Failed(Kind::Action, attempt, _) => ("action failed", attempt),
+        Transition::Failed(Kind::Compensation, attempt, _) => ("compensation failed", attempt),
+        Transition::Retried(Kind::Action, next, _) => ("action retried", next),
+        Transition::Retried(Kind::Compensation, next, _) => ("compensation retried", next),
+        Transition::Aborted => ("aborted", 0),
+        Transition::DeadlinePassed => ("deadline passed", 0),
     }
 }
 
@@ -594,35 +1123,40 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if !this.started && this.phase != Phase::Done {
-            this.started = true;
-            let deadline = this.policy.saga_timeout;
-            this.start_timer(Slot::Saga, deadline);
-        }
+        #[cfg(feature = "tracing")]
+        let _span = crate::trace::saga_span(this.steps.len()).entered();
         loop {
             let progress = match this.phase {
-                Phase::Forward {
-                    step,
-                    attempt,
-                    stage,
-                } => this.poll_forward(step, attempt, stage, cx),
-                Phase::Backward {
-                    remaining,
-                    attempt,
-                    stage,
-                } => this.poll_backward(remaining, attempt, stage, cx),
+                Phase::Start => {
+                    if let Some(observer) = this.policy.observer.as_deref() {
+                        observer.saga_started(this.steps.len());
+                    }
+                    let deadline = this.policy.saga_timeout;
+                    this.set_timer(Slot::Saga, deadline);
+                    this.phase = this.forward_wave(0);
+                    Poll::Ready(())
+                }
+                Phase::Forward(_) => this.poll_forward(cx),
+                Phase::Backward(_) => this.poll_backward(cx),
                 Phase::Done => panic!("saga `Run` polled after it completed"),
             };
             if progress.is_pending() {
                 return Poll::Pending;
             }
             if this.phase == Phase::Done {
-                this.stop_timer(Slot::Step);
-                // Leave `Done` behind so that a further poll panics.
-                return Poll::Ready(match this.failure.take() {
+                this.set_timer(Slot::Saga, None);
+                let result = match this.failure.take() {
                     None => Ok(()),
-                    Some(failure) => Err(failure),
-                });
+                    Some(mut failure) => {
+                        failure.finish();
+                        Err(failure)
+                    }
+                };
+                if let Some(observer) = this.policy.observer.as_deref() {
+                    observer.saga_finished(result.as_ref().map(drop));
+                }
+                // `Done` stays behind, so that a further poll panics.
+                return Poll::Ready(result);
             }
         }
     }
@@ -630,19 +1164,18 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
 
 impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
     fn drop(&mut self) {
-        // Cancelled mid-step: drop what is in flight now, not at the next run.
-        let in_flight = match self.phase {
-            Phase::Forward { step, stage, .. } if stage != Stage::Start => Some(step),
-            Phase::Backward {
-                remaining, stage, ..
-            } if stage != Stage::Start => remaining.checked_sub(1),
-            _ => None,
-        };
-        if let Some(step) = in_flight.and_then(|step| self.steps.get_mut(step)) {
-            step.as_mut().reset();
+        // Dropped mid-step: drop what is in flight now, not at the next run.
+        for lane in 0..self.scratch.lanes.len() {
+            let Lane { step, stage, .. } = self.scratch.lanes[lane];
+            if stage != Stage::Free {
+                self.scratch.lanes[lane] = Lane::default();
+                if let Some(step) = self.steps.get_mut(step) {
+                    step.as_mut().reset();
+                }
+            }
+            self.set_timer(Slot::Lane(lane), None);
         }
-        self.stop_timer(Slot::Step);
-        self.stop_timer(Slot::Saga);
+        self.set_timer(Slot::Saga, None);
     }
 }
 

@@ -7,10 +7,11 @@ use core::pin::Pin;
 
 use core::time::Duration;
 
+use crate::group::GroupSpec;
 use crate::policy::{Effective, Overrides, PolicyData};
-use crate::run::Clock;
+use crate::run::{Clock, Scratch};
 use crate::sleep::Timers;
-use crate::{CompensationMode, InFlight, Recovery, Run, Step, TimedOut};
+use crate::{CompensationMode, InFlight, Observer, Recovery, Run, Step, TimedOut};
 
 /// A saga: an ordered list of steps, run with [`Saga::run`].
 ///
@@ -37,12 +38,14 @@ use crate::{CompensationMode, InFlight, Recovery, Run, Step, TimedOut};
 pub struct Saga<E, S: ?Sized = dyn Step<E> + Send + 'static> {
     steps: Vec<Pin<Box<S>>>,
     policy: Policy<E>,
+    groups: Vec<GroupSpec>,
+    scratch: Scratch<E>,
     clock: Option<SagaClock<E>>,
 }
 
 /// The saga's timers, boxed once at build, and how a timeout becomes an `E`.
 pub(crate) struct SagaClock<E> {
-    pub(crate) timers: Pin<Box<dyn Timers>>,
+    pub(crate) timers: Box<dyn Timers>,
     pub(crate) timed_out: fn(TimedOut) -> E,
 }
 
@@ -80,6 +83,7 @@ pub(crate) struct Policy<E> {
     pub(crate) defaults: PolicyData,
     pub(crate) overrides: Overrides,
     pub(crate) saga_timeout: Option<Duration>,
+    pub(crate) observer: Option<Box<dyn Observer<E> + Send + Sync>>,
 }
 
 impl<E> Policy<E> {
@@ -103,6 +107,7 @@ impl<E> Default for Policy<E> {
             defaults: PolicyData::default(),
             overrides: Overrides::new(),
             saga_timeout: None,
+            observer: None,
         }
     }
 }
@@ -111,11 +116,15 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     pub(crate) fn from_parts(
         steps: Vec<Pin<Box<S>>>,
         policy: Policy<E>,
+        groups: Vec<GroupSpec>,
+        scratch: Scratch<E>,
         clock: Option<SagaClock<E>>,
     ) -> Self {
         Saga {
             steps,
             policy,
+            groups,
+            scratch,
             clock,
         }
     }
@@ -132,10 +141,16 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     /// (`saga_tokio::spawn`) rather than racing it in a `select!`.
     pub fn run(&mut self) -> Run<'_, E, S> {
         let clock = self.clock.as_mut().map(|clock| Clock {
-            timers: clock.timers.as_mut(),
+            timers: &mut *clock.timers,
             timed_out: clock.timed_out,
         });
-        Run::new(&mut self.steps, &self.policy, clock)
+        Run::new(
+            &mut self.steps,
+            &self.policy,
+            &self.groups,
+            &mut self.scratch,
+            clock,
+        )
     }
 
     /// The number of steps.
@@ -146,6 +161,11 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     /// `true` when the saga has no steps (it then always succeeds).
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+
+    /// The index range of each parallel group, in order.
+    pub fn parallel_groups(&self) -> impl ExactSizeIterator<Item = core::ops::Range<usize>> + '_ {
+        self.groups.iter().map(|group| group.members.clone())
     }
 
     /// The name of each step, in order (`None` for unnamed steps).
@@ -165,6 +185,8 @@ impl<E, S: ?Sized> fmt::Debug for Saga<E, S> {
             .field("steps", &self.steps.len())
             .field("classify", &self.policy.classify.is_some())
             .field("compensation_mode", &self.policy.compensation_mode)
+            .field("groups", &self.groups)
+            .field("observed", &self.policy.observer.is_some())
             .field("timed", &self.clock.is_some())
             .finish()
     }

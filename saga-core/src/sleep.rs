@@ -1,5 +1,7 @@
 //! [`Sleeper`]: the one thing the core needs from a runtime to tell time.
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
@@ -73,43 +75,48 @@ impl<F> fmt::Debug for Discard<F> {
     }
 }
 
-/// Which of a saga's two timers: the one for the step at hand (its timeout or
-/// its backoff, never both at once), or the one for the whole saga.
+/// Which of a saga's timers: the saga's deadline, or the one of a lane (the
+/// timeout or the backoff of the step running in that lane, never both at
+/// once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
-    Step,
     Saga,
+    Lane(usize),
 }
 
-/// A saga's timers: a sleeper and the sleeps in flight, boxed once when the
-/// saga is built so that runs allocate nothing to time their steps.
+/// A saga's timers: a sleeper and the sleeps in flight, one slot per lane
+/// plus one for the deadline, boxed once when the saga is built so that runs
+/// allocate nothing to keep time.
 pub(crate) trait Timers: Send {
     /// Starts (or restarts) a timer.
-    fn start(self: Pin<&mut Self>, slot: Slot, duration: Duration);
+    fn start(&mut self, slot: Slot, duration: Duration);
     /// Stops a timer; it then never elapses.
-    fn stop(self: Pin<&mut Self>, slot: Slot);
+    fn stop(&mut self, slot: Slot);
     /// `Ready` once a started timer elapsed (it is then stopped); `Pending`
     /// while it runs or when it is stopped.
-    fn poll_elapsed(self: Pin<&mut Self>, slot: Slot, cx: &mut Context<'_>) -> Poll<()>;
+    fn poll_elapsed(&mut self, slot: Slot, cx: &mut Context<'_>) -> Poll<()>;
 }
 
-pin_project! {
-    pub(crate) struct SleeperTimers<S: Sleeper> {
-        sleeper: S,
-        #[pin]
-        step: Option<S::Sleep>,
-        #[pin]
-        saga: Option<S::Sleep>,
-    }
+pub(crate) struct SleeperTimers<S: Sleeper> {
+    sleeper: S,
+    // Slot 0 is the deadline, slot `1 + lane` a lane's.
+    slots: Vec<Pin<Box<Option<S::Sleep>>>>,
 }
 
 impl<S: Sleeper> SleeperTimers<S> {
-    pub(crate) fn new(sleeper: S) -> Self {
+    pub(crate) fn new(sleeper: S, lanes: usize) -> Self {
         SleeperTimers {
             sleeper,
-            step: None,
-            saga: None,
+            slots: (0..=lanes).map(|_| Box::pin(None)).collect(),
         }
+    }
+
+    fn slot(&mut self, slot: Slot) -> Pin<&mut Option<S::Sleep>> {
+        let index = match slot {
+            Slot::Saga => 0,
+            Slot::Lane(lane) => 1 + lane,
+        };
+        self.slots[index].as_mut()
     }
 }
 
@@ -118,29 +125,17 @@ where
     S: Sleeper + Send,
     S::Sleep: Send,
 {
-    fn start(self: Pin<&mut Self>, slot: Slot, duration: Duration) {
-        let mut this = self.project();
-        let sleep = Some(this.sleeper.sleep(duration));
-        match slot {
-            Slot::Step => this.step.set(sleep),
-            Slot::Saga => this.saga.set(sleep),
-        }
+    fn start(&mut self, slot: Slot, duration: Duration) {
+        let sleep = self.sleeper.sleep(duration);
+        self.slot(slot).set(Some(sleep));
     }
 
-    fn stop(self: Pin<&mut Self>, slot: Slot) {
-        let mut this = self.project();
-        match slot {
-            Slot::Step => this.step.set(None),
-            Slot::Saga => this.saga.set(None),
-        }
+    fn stop(&mut self, slot: Slot) {
+        self.slot(slot).set(None);
     }
 
-    fn poll_elapsed(self: Pin<&mut Self>, slot: Slot, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let mut sleep = match slot {
-            Slot::Step => this.step,
-            Slot::Saga => this.saga,
-        };
+    fn poll_elapsed(&mut self, slot: Slot, cx: &mut Context<'_>) -> Poll<()> {
+        let mut sleep = self.slot(slot);
         let Some(running) = sleep.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };

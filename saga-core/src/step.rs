@@ -28,9 +28,12 @@ use core::task::{Context, Poll};
 /// 3. [`poll_compensate`](Step::poll_compensate) is only called after the
 ///    last action attempt returned `Ready(Ok(()))`, or failed or was cut short
 ///    while [`compensates_failed_action`](Step::compensates_failed_action) is
-///    `true`. It drives the compensation of that attempt; after `Ready`, the
-///    next call starts a new compensation attempt (a retry), unless
-///    [`retries_compensation`](Step::retries_compensation) is `false`.
+///    `true`. It drives the compensation of that attempt. After
+///    `Ready(Err(_))`, the next call starts a new compensation attempt (a
+///    retry), unless [`retries_compensation`](Step::retries_compensation) is
+///    `false`. After `Ready(Ok(()))`, the next call runs the compensation
+///    again, or returns `Ready(Ok(()))` at once when nothing is left to undo
+///    (a typed step drops its value once compensated).
 /// 4. To cut an attempt short (a timeout, or an abort that does not wait),
 ///    the engine stops polling it and calls [`cancel`](Step::cancel). A
 ///    cancelled action counts as failed and possibly applied; a cancelled

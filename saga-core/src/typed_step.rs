@@ -25,8 +25,8 @@ pin_project! {
     /// | [`by_ref`](TypedStep::by_ref) | `FnMut(&T) -> impl Future<Output = Result<(), E>>` | no |
     /// | [`by_option`](TypedStep::by_option) | `FnMut(Option<T>) -> impl Future<Output = Result<(), E>>` | yes, with `None` |
     ///
-    /// A by-reference compensation keeps `T` until the compensation succeeds, so
-    /// it can be attempted again (retry policies apply); its future cannot
+    /// A by-reference compensation keeps `T` until the compensation succeeds,
+    /// so it can be attempted again (retry policies apply); its future cannot
     /// borrow `T` (clone what it needs). By-value and by-option compensations
     /// consume `T` in their one attempt: retry policies do not apply to them.
     ///
@@ -76,7 +76,6 @@ pin_project! {
         // The last action attempt finished; `output` is its value when it succeeded.
         Settled { output: Option<T> },
         Compensating { kept: Option<T>, #[pin] future: CF },
-        Compensated,
     }
 }
 
@@ -245,20 +244,19 @@ where
             match this.state.as_mut().project() {
                 TypedStateProj::Compensating { future, .. } => {
                     let result = ready!(future.poll(cx));
-                    let replaced = this.state.as_mut().project_replace(TypedState::Compensated);
-                    if let (Err(_), TypedStateReplace::Compensating { kept, .. }) =
-                        (&result, replaced)
-                    {
-                        // Keep what is left for another attempt.
-                        this.state.set(TypedState::Settled { output: kept });
-                    }
+                    // A failure keeps what is left (a by-reference value) for
+                    // another attempt; a success drops the value, undone.
+                    let kept = match this.state.as_mut().project_replace(TypedState::Idle) {
+                        TypedStateReplace::Compensating { kept, .. } if result.is_err() => kept,
+                        _ => None,
+                    };
+                    this.state.set(TypedState::Settled { output: kept });
                     return Poll::Ready(result);
                 }
-                TypedStateProj::Idle | TypedStateProj::Compensated => return Poll::Ready(Ok(())),
+                TypedStateProj::Idle => return Poll::Ready(Ok(())),
                 // `Settled`, or an action cut short (possibly applied, no value).
                 TypedStateProj::Settled { .. } | TypedStateProj::Acting { .. } => {
-                    let output = match this.state.as_mut().project_replace(TypedState::Compensated)
-                    {
+                    let output = match this.state.as_mut().project_replace(TypedState::Idle) {
                         TypedStateReplace::Settled { output } => output,
                         _ => None,
                     };
@@ -314,7 +312,6 @@ impl<A, C, AF, CF, T, H> fmt::Debug for TypedStep<A, C, AF, CF, T, H> {
             TypedState::Acting { .. } => "Acting",
             TypedState::Settled { .. } => "Settled",
             TypedState::Compensating { .. } => "Compensating",
-            TypedState::Compensated => "Compensated",
         };
         f.debug_struct("TypedStep")
             .field("name", &self.name)

@@ -36,10 +36,9 @@ use saga_core::Step;
 /// by-value typed step consumes its value in one attempt).
 ///
 /// The repeated runs go through the [`Step`] protocol: after `Ready`, the next
-/// call starts a new attempt. The closure steps of `saga_core` re-run their
-/// *action* that way; after a *successful* compensation they report success
-/// again without re-running it, so for those, a repeated compensation is
-/// only seen through [`repeat_fn`] on the compensation closure.
+/// call starts a new attempt, for actions and compensations alike (the
+/// closure steps of `saga_core` re-run either). [`repeat_fn`] does the same
+/// for a single closure.
 ///
 /// # Examples
 ///
