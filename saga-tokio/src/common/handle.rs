@@ -2,9 +2,11 @@
 
 use alloc::sync::Arc;
 use core::fmt;
-use core::future::Future;
+use core::future::{Future, poll_fn};
+use core::panic::AssertUnwindSafe;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
+use std::panic::catch_unwind;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use saga_core::{AbortHandle, Aborted, Panicked, Saga, SagaError};
@@ -161,10 +163,24 @@ where
     let completion = Completion { shared };
     let task = async move {
         let mut saga = saga;
-        let result = CatchPanics::new(saga.run().abortable(&abort)).await;
-        completion
-            .shared
-            .settle(State::Finished(Finished { saga, result }));
+        let mut run = CatchPanics::new(saga.run().abortable(&abort));
+        // A step's panic is a failed step (`CatchPanics`). A panic out of the
+        // engine itself (a step's future that panics again while dropped after
+        // its panic) ends the task here, not in the runtime: the saga is lost.
+        let result =
+            poll_fn(
+                |cx| match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut run).poll(cx))) {
+                    Ok(poll) => poll.map(Some),
+                    Err(_payload) => Poll::Ready(None),
+                },
+            )
+            .await;
+        drop(run);
+        let outcome = match result {
+            Some(result) => State::Finished(Finished { saga, result }),
+            None => State::Lost(Lost { panicked: true }),
+        };
+        completion.shared.settle(outcome);
     };
     (task, handle)
 }

@@ -1,0 +1,13 @@
+//! saga-tokio's sleeper on tokio's real timer: action and compensation
+//! timeouts, retries with backoff, the saga deadline. Small durations;
+//! assertions on attempts and reports, never on wall-clock time.
+
+#[macro_use]
+mod runtime_support;
+
+on_tokio!(
+    timed_out_action_is_retried,
+    retries_run_out_with_backoff,
+    timed_out_compensation_is_retried,
+    saga_deadline_compensates,
+);
