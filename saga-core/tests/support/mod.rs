@@ -199,3 +199,67 @@ impl std::fmt::Display for TestError {
 }
 
 impl std::error::Error for TestError {}
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    waker: Option<Waker>,
+    polls: usize,
+    wakes: usize,
+}
+
+/// A future the test opens by hand; it counts its polls and wake-ups, so a
+/// test can check that nothing polls it without a reason.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Gate {
+    state: Arc<Mutex<GateState>>,
+}
+
+impl Gate {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens the gate and wakes whoever waits on it.
+    pub(crate) fn open(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.open = true;
+        if let Some(waker) = state.waker.take() {
+            state.wakes += 1;
+            drop(state);
+            waker.wake();
+        }
+    }
+
+    pub(crate) fn polls(&self) -> usize {
+        self.state.lock().unwrap().polls
+    }
+
+    pub(crate) fn wakes(&self) -> usize {
+        self.state.lock().unwrap().wakes
+    }
+
+    /// A future that completes once the gate is open.
+    pub(crate) fn wait(&self) -> GateWait {
+        GateWait { gate: self.clone() }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct GateWait {
+    gate: Gate,
+}
+
+impl Future for GateWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.gate.state.lock().unwrap();
+        state.polls += 1;
+        if state.open {
+            return Poll::Ready(());
+        }
+        state.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
