@@ -131,7 +131,7 @@ fn a_failed_member_lets_the_others_finish_then_everything_that_ran_is_compensate
         })
         .add_step(action(&log, 4, None, false), undo(&log, 4, false))
         .build();
-    assert_eq!(saga.parallel_groups().collect::<Vec<_>>(), [1..4]);
+    assert_eq!(saga.parallel_groups().collect::<Vec<_>>(), vec![1..4_usize]);
 
     let mut run = Manual::new(saga.run());
     assert!(run.poll().is_pending());
