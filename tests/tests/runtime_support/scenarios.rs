@@ -3,7 +3,7 @@
 
 use std::future::{Future, pending};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -630,4 +630,172 @@ pub async fn saga_deadline_compensates<R: Runtime>() {
         log.entries(),
         entries(&["act 0", "act 1", "act 1 dropped", "undo 1", "undo 0"])
     );
+}
+
+// ---------------------------------------------------------------------------
+// Load: many sagas at once, random faults, books that must balance
+// ---------------------------------------------------------------------------
+
+const SAGAS: u64 = 10_000;
+const ACCOUNTS: usize = 16;
+/// Fees go to this account.
+const BANK: usize = ACCOUNTS;
+const SEED: u64 = 0x5A6A_7E57;
+
+/// How a leg's action misbehaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    FailBefore,
+    FailAfter,
+    PanicAfter,
+}
+
+/// One money movement of a transfer saga, and whether it is applied now.
+struct Leg {
+    account: usize,
+    delta: i64,
+    fault: Fault,
+    yields: u32,
+    flaky_undo: bool,
+    applied: Arc<AtomicBool>,
+}
+
+/// The action and the compensation of `leg` on `books`: the action applies
+/// the movement (unless it fails before), the compensation takes back
+/// exactly what is applied, so it is also right after a failed action.
+fn leg_step<R: Runtime>(books: &Arc<Vec<AtomicI64>>, leg: &Leg) -> (Call, Call) {
+    let Leg {
+        account,
+        delta,
+        fault,
+        yields,
+        flaky_undo,
+        ..
+    } = *leg;
+    let (books_act, applied_act) = (books.clone(), leg.applied.clone());
+    let action: Call = Box::new(move || {
+        let (books, applied) = (books_act.clone(), applied_act.clone());
+        Box::pin(async move {
+            for _ in 0..yields {
+                R::yield_now().await;
+            }
+            if fault == Fault::FailBefore {
+                return Err(Error::Failed("declined"));
+            }
+            books[account].fetch_add(delta, Ordering::SeqCst);
+            applied.store(true, Ordering::SeqCst);
+            match fault {
+                Fault::FailAfter => Err(Error::Failed("failed after applying")),
+                Fault::PanicAfter => panic!("{TEST_PANIC} panicked after applying"),
+                Fault::None | Fault::FailBefore => Ok(()),
+            }
+        })
+    });
+    let (books_undo, applied_undo) = (books.clone(), leg.applied.clone());
+    let undo_calls = Arc::new(AtomicU32::new(0));
+    let compensation: Call = Box::new(move || {
+        let (books, applied) = (books_undo.clone(), applied_undo.clone());
+        let call = undo_calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if flaky_undo && call == 0 {
+                return Err(Error::Busy); // retried
+            }
+            if applied.swap(false, Ordering::SeqCst) {
+                books[account].fetch_sub(delta, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+    });
+    (action, compensation)
+}
+
+/// The three legs of transfer `index`: debit, credit, fee, with faults drawn
+/// from a seeded generator.
+fn transfer(index: u64) -> (Vec<Leg>, bool) {
+    let mut rng = fastrand::Rng::with_seed(SEED ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let from = rng.usize(..ACCOUNTS);
+    let to = (from + rng.usize(1..ACCOUNTS)) % ACCOUNTS;
+    let amount = rng.i64(10..=1_000);
+    let fee = amount / 10;
+    let mut leg = |account, delta| {
+        let fault = match rng.u32(..100) {
+            0..=3 => Fault::FailBefore,
+            4..=7 => Fault::FailAfter,
+            8..=9 => Fault::PanicAfter,
+            _ => Fault::None,
+        };
+        Leg {
+            account,
+            delta,
+            fault,
+            yields: rng.u32(..3),
+            flaky_undo: rng.u32(..10) == 0,
+            applied: Arc::new(AtomicBool::new(false)),
+        }
+    };
+    let legs = vec![leg(from, -amount), leg(to, amount - fee), leg(BANK, fee)];
+    let abort = rng.u32(..20) == 0;
+    (legs, abort)
+}
+
+/// 10,000 transfer sagas spawned at once, with seeded random failures
+/// (before or after applying), panics, flaky compensations and aborts: each
+/// ends fully applied or fully compensated, and every account holds exactly
+/// what the applied transfers put there.
+pub async fn ten_thousand_sagas_balance_the_books<R: Runtime>() {
+    quiet_test_panics();
+    let books: Arc<Vec<AtomicI64>> = Arc::new((0..=ACCOUNTS).map(|_| AtomicI64::new(0)).collect());
+    let mut running = Vec::new();
+    for index in 0..SAGAS {
+        let (legs, abort) = transfer(index);
+        let mut builder = SagaBuilder::new().compensation_retry(Retry::attempts(3));
+        for leg in &legs {
+            let (action, compensation) = leg_step::<R>(&books, leg);
+            builder = builder.add_step(action, compensation);
+        }
+        let handle = R::spawn(builder.build());
+        if abort {
+            R::abort(&handle);
+        }
+        running.push((handle, legs));
+    }
+
+    let mut expected = vec![0_i64; ACCOUNTS + 1];
+    let (mut applied, mut compensated, mut aborted, mut panicked) = (0, 0, 0, 0);
+    for (handle, legs) in running {
+        let result = within::<R, _>("a transfer", R::join(handle)).await.result();
+        let flags: Vec<bool> = legs
+            .iter()
+            .map(|leg| leg.applied.load(Ordering::SeqCst))
+            .collect();
+        match result {
+            Ok(()) => {
+                assert_eq!(flags, [true; 3], "a successful saga left a leg unapplied");
+                for leg in &legs {
+                    expected[leg.account] += leg.delta;
+                }
+                applied += 1;
+            }
+            Err(error) => {
+                assert!(error.is_fully_compensated(), "{error:?}");
+                assert_eq!(
+                    flags, [false; 3],
+                    "a compensated saga left a leg applied: {error:?}"
+                );
+                compensated += 1;
+                aborted += usize::from(error.aborted());
+                panicked += usize::from(matches!(error.error(), Error::Panicked(_)));
+            }
+        }
+    }
+    let balances: Vec<i64> = books
+        .iter()
+        .map(|account| account.load(Ordering::SeqCst))
+        .collect();
+    assert_eq!(balances, expected);
+    assert_eq!(balances.iter().sum::<i64>(), 0);
+    assert_eq!(applied + compensated, SAGAS);
+    // The seed exercises every path.
+    assert!(applied > 0 && compensated > 0 && aborted > 0 && panicked > 0);
 }
