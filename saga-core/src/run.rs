@@ -63,6 +63,8 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     stray_failure: Option<E>,
     // The lane being polled, for `fail_in_flight`.
     polling: Option<usize>,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 /// What a run borrows from its saga to keep its lanes. A saga of single
@@ -179,6 +181,8 @@ struct Lane<E> {
     last_error: Option<(E, bool)>,
     // Set by `fail_in_flight`: the attempt panicked.
     panicked: Option<E>,
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 impl<E> Default for Lane<E> {
@@ -189,6 +193,8 @@ impl<E> Default for Lane<E> {
             stage: Stage::Free,
             last_error: None,
             panicked: None,
+            #[cfg(feature = "tracing")]
+            span: tracing::Span::none(),
         }
     }
 }
@@ -318,6 +324,8 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             interrupt: None,
             stray_failure: None,
             polling: None,
+            #[cfg(feature = "tracing")]
+            span: tracing::Span::none(),
         }
     }
 
@@ -410,7 +418,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
     fn transition(&self, step: usize, transition: Transition<'_, E>) {
         #[cfg(feature = "tracing")]
-        crate::trace::transition(step, self.steps[step].name(), transition_label(&transition));
+        crate::trace::transition(transition_label(&transition));
         let Some(observer) = self.policy.observer.as_deref() else {
             return;
         };
@@ -472,6 +480,13 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
     /// Starts the action or the compensation of `step` in `lane`.
     fn start_lane(&mut self, lane: usize, step: usize, kind: Kind) {
+        #[cfg(feature = "tracing")]
+        let _entered = {
+            let action = kind == Kind::Action;
+            let span = crate::trace::step_span(&self.span, step, self.steps[step].name(), action);
+            self.scratch.lanes[lane].span = span.clone();
+            span.entered()
+        };
         self.polling = Some(lane);
         if kind == Kind::Action {
             self.steps[step].as_mut().reset();
@@ -506,6 +521,8 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         halted: bool,
         cx: &mut Context<'_>,
     ) -> Poll<LaneEnd<E>> {
+        #[cfg(feature = "tracing")]
+        let _entered = self.scratch.lanes[lane].span.clone().entered();
         self.polling = Some(lane);
         let end = self.drive_lane(lane, kind, halted, cx);
         self.polling = None;
@@ -1124,7 +1141,12 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         #[cfg(feature = "tracing")]
-        let _span = crate::trace::saga_span(this.steps.len()).entered();
+        let _entered = {
+            if this.phase == Phase::Start {
+                this.span = crate::trace::saga_span(this.steps.len());
+            }
+            this.span.clone().entered()
+        };
         loop {
             let progress = match this.phase {
                 Phase::Start => {
