@@ -173,93 +173,61 @@ pub trait Runtime: 'static {
     fn yield_now() -> impl Future<Output = ()> + Send;
 }
 
+/// Implements [`Runtime`] for `$runtime` with the adapter crate `$adapter`.
+macro_rules! adapter {
+    ($runtime:ident, $adapter:ident, sleep: $sleep:path, yield_now: $yield_now:path) => {
+        impl Runtime for $runtime {
+            type Handle = $adapter::SagaHandle<Error>;
+
+            fn spawn(saga: Saga<Error>) -> Self::Handle {
+                $adapter::spawn(saga)
+            }
+
+            fn abort(handle: &Self::Handle) {
+                handle.abort();
+            }
+
+            async fn join(handle: Self::Handle) -> Joined {
+                match handle.await {
+                    Ok(finished) => Joined::Finished {
+                        saga: finished.saga,
+                        result: finished.result,
+                    },
+                    Err(lost) => Joined::Lost {
+                        panicked: lost.is_panic(),
+                    },
+                }
+            }
+
+            fn builder() -> SagaBuilder<Error, dyn Step<Error> + Send, Timed> {
+                $adapter::builder()
+            }
+
+            fn blocking(f: impl Fn() -> Result<(), Error> + Send + Sync + 'static) -> Call {
+                let call = $adapter::blocking(f);
+                Box::new(move || Box::pin(call()))
+            }
+
+            async fn sleep(duration: Duration) {
+                $sleep(duration).await;
+            }
+
+            async fn yield_now() {
+                $yield_now().await;
+            }
+        }
+    };
+}
+
 /// saga-tokio, on whichever tokio runtime the test runs in.
 pub struct Tokio;
 
-impl Runtime for Tokio {
-    type Handle = saga_tokio::SagaHandle<Error>;
-
-    fn spawn(saga: Saga<Error>) -> Self::Handle {
-        saga_tokio::spawn(saga)
-    }
-
-    fn abort(handle: &Self::Handle) {
-        handle.abort();
-    }
-
-    async fn join(handle: Self::Handle) -> Joined {
-        match handle.await {
-            Ok(finished) => Joined::Finished {
-                saga: finished.saga,
-                result: finished.result,
-            },
-            Err(lost) => Joined::Lost {
-                panicked: lost.is_panic(),
-            },
-        }
-    }
-
-    fn builder() -> SagaBuilder<Error, dyn Step<Error> + Send, Timed> {
-        saga_tokio::builder()
-    }
-
-    fn blocking(f: impl Fn() -> Result<(), Error> + Send + Sync + 'static) -> Call {
-        let call = saga_tokio::blocking(f);
-        Box::new(move || Box::pin(call()))
-    }
-
-    async fn sleep(duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-
-    async fn yield_now() {
-        tokio::task::yield_now().await;
-    }
-}
+adapter!(Tokio, saga_tokio, sleep: tokio::time::sleep, yield_now: tokio::task::yield_now);
 
 /// saga-async-std, on async-std's global executor.
 pub struct AsyncStd;
 
-impl Runtime for AsyncStd {
-    type Handle = saga_async_std::SagaHandle<Error>;
-
-    fn spawn(saga: Saga<Error>) -> Self::Handle {
-        saga_async_std::spawn(saga)
-    }
-
-    fn abort(handle: &Self::Handle) {
-        handle.abort();
-    }
-
-    async fn join(handle: Self::Handle) -> Joined {
-        match handle.await {
-            Ok(finished) => Joined::Finished {
-                saga: finished.saga,
-                result: finished.result,
-            },
-            Err(lost) => Joined::Lost {
-                panicked: lost.is_panic(),
-            },
-        }
-    }
-
-    fn builder() -> SagaBuilder<Error, dyn Step<Error> + Send, Timed> {
-        saga_async_std::builder()
-    }
-
-    fn blocking(f: impl Fn() -> Result<(), Error> + Send + Sync + 'static) -> Call {
-        let call = saga_async_std::blocking(f);
-        Box::new(move || Box::pin(call()))
-    }
-
-    async fn sleep(duration: Duration) {
-        async_std::task::sleep(duration).await;
-    }
-
-    async fn yield_now() {
-        async_std::task::yield_now().await;
-    }
-}
+adapter!(AsyncStd, saga_async_std, sleep: async_std::task::sleep, yield_now: async_std::task::yield_now);
 
 /// A generous bound on any wait in these tests: hitting it means a hang (a
 /// bug), not a slow machine. Never used to assert on timing.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use saga_core::{CompensationMode, InFlight, Retry, SagaBuilder, StepPolicy};
+use saga_core::{CompensationMode, InFlight, Retry, SagaBuilder, SagaError, StepPolicy};
 
 use super::{Call, Error, Joined, Runtime, Signal, TEST_PANIC, Wait, quiet_test_panics, within};
 
@@ -170,6 +170,14 @@ fn panicked(entry: &str) -> Error {
     Error::Panicked(format!("{TEST_PANIC} {entry}"))
 }
 
+/// Awaits a detached saga that must fail, for its report.
+async fn failure<R: Runtime>(what: &str, handle: R::Handle) -> SagaError<Error> {
+    within::<R, _>(what, R::join(handle))
+        .await
+        .result()
+        .expect_err("the saga should fail")
+}
+
 /// Spawns a one-step saga and checks that it succeeds: the runtime works.
 async fn runtime_still_works<R: Runtime>() {
     let log = Log::default();
@@ -261,10 +269,7 @@ pub async fn abort_mid_action_finishes_it_then_compensates<R: Runtime>() {
     within::<R, _>("step 1 to start", started.wait()).await;
     R::abort(&handle);
     go.set();
-    let error = within::<R, _>("the aborted saga", R::join(handle))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the aborted saga", handle).await;
     assert!(error.aborted());
     assert_eq!(*error.error(), Error::Aborted);
     assert_eq!(error.failed_step(), 1);
@@ -293,10 +298,7 @@ pub async fn abort_cuts_hanging_action_short<R: Runtime>() {
     let handle = R::spawn(saga);
     within::<R, _>("step 1 to start", started.wait()).await;
     R::abort(&handle);
-    let error = within::<R, _>("the aborted saga", R::join(handle))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the aborted saga", handle).await;
     assert!(error.aborted());
     assert_eq!(*error.error(), Error::Aborted);
     assert_eq!(error.failed_step(), 1);
@@ -353,10 +355,7 @@ pub async fn panicking_action_is_compensated<R: Runtime>() {
         .add_step(script(&log, "act 2").call(), script(&log, "undo 2").call())
         .build();
 
-    let error = within::<R, _>("the saga", R::join(R::spawn(saga)))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the saga", R::spawn(saga)).await;
     assert_eq!(*error.error(), panicked("act 1"));
     assert_eq!(error.failed_step(), 1);
     assert!(error.is_fully_compensated());
@@ -388,10 +387,7 @@ pub async fn panicking_compensation_is_reported<R: Runtime>() {
         )
         .build();
 
-    let error = within::<R, _>("the saga", R::join(R::spawn(saga)))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the saga", R::spawn(saga)).await;
     assert_eq!(*error.error(), Error::Failed("declined"));
     assert_eq!(error.failed_step(), 2);
     assert!(!error.is_fully_compensated());
@@ -431,10 +427,7 @@ pub async fn blocking_steps_and_their_panics<R: Runtime>() {
             R::blocking(|| Ok(())),
         )
         .build();
-    let error = within::<R, _>("the saga", R::join(R::spawn(saga)))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the saga", R::spawn(saga)).await;
     assert_eq!(*error.error(), panicked("blocking action"));
     assert!(error.is_fully_compensated());
     assert_eq!(balance.load(Ordering::SeqCst), 0);
@@ -449,10 +442,7 @@ pub async fn blocking_steps_and_their_panics<R: Runtime>() {
             R::blocking(|| Ok(())),
         )
         .build();
-    let error = within::<R, _>("the saga", R::join(R::spawn(saga)))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the saga", R::spawn(saga)).await;
     assert_eq!(*error.error(), Error::Failed("declined"));
     assert_eq!(
         *error.compensation_errors()[0].error(),
@@ -560,10 +550,7 @@ pub async fn retries_run_out_with_backoff<R: Runtime>() {
             ),
         )
         .build();
-    let error = within::<R, _>("the saga", R::join(R::spawn(saga)))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the saga", R::spawn(saga)).await;
     assert_eq!(*error.error(), Error::Busy);
     assert_eq!(error.attempts(), 3);
     assert!(!error.timed_out());
@@ -595,10 +582,7 @@ pub async fn timed_out_compensation_is_retried<R: Runtime>() {
             || async { Ok(()) },
         )
         .build();
-    let error = within::<R, _>("the saga", R::join(R::spawn(saga)))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the saga", R::spawn(saga)).await;
     assert_eq!(*error.error(), Error::Failed("declined"));
     assert!(error.is_fully_compensated());
     assert!(error.compensation_errors().is_empty());
@@ -618,10 +602,7 @@ pub async fn saga_deadline_compensates<R: Runtime>() {
         )
         .add_step(script(&log, "act 2").call(), script(&log, "undo 2").call())
         .build();
-    let error = within::<R, _>("the saga", R::join(R::spawn(saga)))
-        .await
-        .result()
-        .unwrap_err();
+    let error = failure::<R>("the saga", R::spawn(saga)).await;
     assert_eq!(*error.error(), Error::TimedOut);
     assert!(error.timed_out());
     assert_eq!(error.failed_step(), 1);
