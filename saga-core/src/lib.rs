@@ -60,6 +60,17 @@
 //! 7. Nothing in flight is abandoned, except by a timeout or an abort that
 //!    cuts it short; a step cut short counts as failed and possibly applied.
 //!
+//! 8. Parallel groups ([`SagaBuilder::parallel`]) run their members
+//!    concurrently; when one fails, the others finish (or are cut short, by
+//!    [`ParallelGroup::on_failure`]), then every member that ran is
+//!    compensated, then the steps before the group.
+//!
+//! # Observability
+//!
+//! An [`Observer`] ([`SagaBuilder::observer`]) receives every transition of
+//! every run. With the `tracing` feature, each run gets a span, each step's
+//! action and compensation a span inside it, and each transition an event.
+//!
 //! # Time and aborts
 //!
 //! The core has no timer. Give a saga a [`Sleeper`] with
