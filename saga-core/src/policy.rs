@@ -1,5 +1,6 @@
 //! What the engine does with errors, retries, timeouts and aborts.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 use core::marker::PhantomData;
@@ -151,8 +152,9 @@ pub struct StepPolicy<T = Untimed> {
 /// Per-step or saga-wide settings with the timing marker erased.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PolicyData {
-    pub(crate) action_retry: Option<RetrySpec>,
-    pub(crate) compensation_retry: Option<RetrySpec>,
+    // Boxed: most sagas set none, and a saga stays small to move.
+    pub(crate) action_retry: Option<Box<RetrySpec>>,
+    pub(crate) compensation_retry: Option<Box<RetrySpec>>,
     pub(crate) action_timeout: Option<Duration>,
     pub(crate) compensation_timeout: Option<Duration>,
 }
@@ -255,11 +257,11 @@ impl<'a> Effective<'a> {
     }
 
     pub(crate) fn action_retry(&self) -> Option<&'a RetrySpec> {
-        self.pick(|data| data.action_retry.as_ref())
+        self.pick(|data| data.action_retry.as_deref())
     }
 
     pub(crate) fn compensation_retry(&self) -> Option<&'a RetrySpec> {
-        self.pick(|data| data.compensation_retry.as_ref())
+        self.pick(|data| data.compensation_retry.as_deref())
     }
 
     pub(crate) fn action_timeout(&self) -> Option<Duration> {

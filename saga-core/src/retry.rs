@@ -1,6 +1,7 @@
 //! [`Retry`]: how many times an action or a compensation is attempted, and
 //! how long to wait in between.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::fmt;
 use core::marker::PhantomData;
@@ -149,8 +150,8 @@ impl<T> Retry<T> {
         self.spec.delay_before(attempt)
     }
 
-    pub(crate) fn into_spec(self) -> RetrySpec {
-        self.spec
+    pub(crate) fn into_spec(self) -> Box<RetrySpec> {
+        Box::new(self.spec)
     }
 }
 
