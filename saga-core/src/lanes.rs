@@ -4,7 +4,7 @@
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::Waker;
 
 use futures_util::task::AtomicWaker;
@@ -18,7 +18,8 @@ pub(crate) struct LaneWakers {
 
 struct Shared {
     run: AtomicWaker,
-    woken: Vec<AtomicBool>,
+    // One bit per lane, so a poll finds the woken lanes 64 at a time.
+    woken: Vec<AtomicU64>,
 }
 
 struct LaneWaker {
@@ -32,8 +33,14 @@ impl Wake for LaneWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.woken[self.lane].store(true, Ordering::Release);
+        self.shared.mark(self.lane);
         self.shared.run.wake();
+    }
+}
+
+impl Shared {
+    fn mark(&self, lane: usize) {
+        self.woken[lane / 64].fetch_or(1 << (lane % 64), Ordering::Release);
     }
 }
 
@@ -41,7 +48,7 @@ impl LaneWakers {
     pub(crate) fn new(lanes: usize) -> Self {
         let shared = Arc::new(Shared {
             run: AtomicWaker::new(),
-            woken: (0..lanes).map(|_| AtomicBool::new(false)).collect(),
+            woken: (0..lanes.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
         });
         let wakers = (0..lanes)
             .map(|lane| {
@@ -61,12 +68,18 @@ impl LaneWakers {
 
     /// Marks a lane to be polled (a step just started in it).
     pub(crate) fn mark(&self, lane: usize) {
-        self.shared.woken[lane].store(true, Ordering::Release);
+        self.shared.mark(lane);
     }
 
-    /// Whether the lane was woken since it was last polled; clears the mark.
-    pub(crate) fn take(&self, lane: usize) -> bool {
-        self.shared.woken[lane].swap(false, Ordering::AcqRel)
+    /// How many words of 64 lanes there are.
+    pub(crate) fn words(&self) -> usize {
+        self.shared.woken.len()
+    }
+
+    /// The lanes of word `word` (bit `i` is lane `64 * word + i`) woken
+    /// since they were last taken; clears them.
+    pub(crate) fn take_word(&self, word: usize) -> u64 {
+        self.shared.woken[word].swap(0, Ordering::AcqRel)
     }
 
     pub(crate) fn waker(&self, lane: usize) -> &Waker {

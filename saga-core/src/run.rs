@@ -72,6 +72,10 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
 /// nothing here.
 pub(crate) struct Scratch<E> {
     lanes: Lanes<E>,
+    // How many lanes have a step in flight.
+    busy: usize,
+    // Free lanes other than lane 0, which is taken first when free.
+    spare: Vec<usize>,
     // Per member of the block in the forward phase.
     outcomes: Outcomes,
     // `None` when no block needs more than one lane.
@@ -86,6 +90,8 @@ impl<E> Scratch<E> {
                 first: Lane::default(),
                 rest: (1..lanes).map(|_| Lane::default()).collect(),
             },
+            busy: 0,
+            spare: (1..lanes).rev().collect(),
             outcomes: Outcomes {
                 single: Outcome::NotStarted,
                 many: Vec::with_capacity(if widest_block > 1 { widest_block } else { 0 }),
@@ -474,8 +480,29 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         }
     }
 
-    fn free_lane(&self, limit: usize) -> Option<usize> {
-        (0..limit).find(|&lane| self.scratch.lanes[lane].stage == Stage::Free)
+    /// A free lane, when the wave may start one more step.
+    fn claim_lane(&mut self) -> Option<usize> {
+        if self.scratch.busy == self.wave().limit {
+            return None;
+        }
+        if self.scratch.lanes[0].stage == Stage::Free {
+            return Some(0);
+        }
+        self.scratch.spare.pop()
+    }
+
+    /// Frees a lane whose step ended.
+    fn release_lane(&mut self, lane: usize) {
+        let slot = &mut self.scratch.lanes[lane];
+        if slot.stage == Stage::Free {
+            return;
+        }
+        slot.stage = Stage::Free;
+        slot.panicked = None;
+        self.scratch.busy -= 1;
+        if lane != 0 {
+            self.scratch.spare.push(lane);
+        }
     }
 
     /// Starts the action or the compensation of `step` in `lane`.
@@ -487,6 +514,12 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             self.scratch.lanes[lane].span = span.clone();
             span.entered()
         };
+        // Taken before anything that may panic, so `fail_in_flight` finds it.
+        let slot = &mut self.scratch.lanes[lane];
+        slot.step = step;
+        slot.attempt = 1;
+        slot.stage = Stage::Running;
+        self.scratch.busy += 1;
         self.polling = Some(lane);
         if kind == Kind::Action {
             self.steps[step].as_mut().reset();
@@ -565,7 +598,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
                             match polled {
                                 Poll::Ready(Ok(())) => {
                                     self.set_timer(Slot::Lane(lane), None);
-                                    self.scratch.lanes[lane].stage = Stage::Free;
+                                    self.release_lane(lane);
                                     self.transition(step, Transition::Succeeded(kind, attempt));
                                     return Poll::Ready(LaneEnd::Succeeded);
                                 }
@@ -637,7 +670,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             }
             return None;
         }
-        self.scratch.lanes[lane].stage = Stage::Free;
+        self.release_lane(lane);
         let recovery = match recovery {
             Recovery::Propagate => Recovery::Propagate,
             Recovery::Retry | Recovery::Compensate => Recovery::Compensate,
@@ -663,9 +696,9 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             ..
         } = self.scratch.lanes[lane];
         self.set_timer(Slot::Lane(lane), None);
-        let slot = &mut self.scratch.lanes[lane];
-        slot.stage = Stage::Free;
-        let (error, timed_out, ending) = match (stage, slot.last_error.take(), error) {
+        self.release_lane(lane);
+        let last_error = self.scratch.lanes[lane].last_error.take();
+        let (error, timed_out, ending) = match (stage, last_error, error) {
             (Stage::BackingOff, Some((error, timed_out)), _) => (error, timed_out, Ending::Failed),
             (Stage::Free, ..) => return LaneEnd::Cancelled,
             (_, _, error) => {
@@ -790,25 +823,70 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
     /// How many of the wave's lanes have a step in flight.
     fn in_flight(&self) -> usize {
-        let limit = self.wave().limit;
-        (0..limit)
-            .filter(|&lane| self.scratch.lanes[lane].stage != Stage::Free)
-            .count()
+        self.scratch.busy
     }
 
     fn lowest_in_flight(&self) -> Option<usize> {
-        let limit = self.wave().limit;
-        (0..limit)
+        (0..self.scratch.lanes.len())
             .map(|lane| &self.scratch.lanes[lane])
             .filter(|lane| lane.stage != Stage::Free)
             .map(|lane| lane.step)
             .min()
     }
 
-    fn lane_woken(&self, lane: usize) -> bool {
-        match &self.scratch.wakers {
-            Some(wakers) if self.wave().limit > 1 => wakers.take(lane),
-            _ => true,
+    /// Polls the steps in flight that were woken (the one step of a single
+    /// step wave at every poll); returns whether one of them ended.
+    fn poll_lanes(&mut self, kind: Kind, cx: &mut Context<'_>) -> bool {
+        let mut ended = false;
+        if self.wave().limit == 1 {
+            if self.scratch.lanes[0].stage != Stage::Free {
+                ended |= self.poll_and_end(0, kind, cx);
+            }
+            return ended;
+        }
+        let words = self.scratch.wakers.as_ref().map_or(0, LaneWakers::words);
+        for word in 0..words {
+            let mut woken = self
+                .scratch
+                .wakers
+                .as_ref()
+                .map_or(0, |wakers| wakers.take_word(word));
+            while woken != 0 {
+                let lane = word * 64 + woken.trailing_zeros() as usize;
+                woken &= woken - 1;
+                if self.scratch.lanes[lane].stage != Stage::Free {
+                    ended |= self.poll_and_end(lane, kind, cx);
+                }
+            }
+        }
+        ended
+    }
+
+    fn poll_and_end(&mut self, lane: usize, kind: Kind, cx: &mut Context<'_>) -> bool {
+        let step = self.scratch.lanes[lane].step;
+        let Poll::Ready(end) = self.poll_lane_in(lane, kind, cx) else {
+            return false;
+        };
+        match kind {
+            Kind::Action => self.end_member(end, step),
+            Kind::Compensation => self.end_compensation(end),
+        }
+        true
+    }
+
+    /// A compensation of the backward wave ended.
+    fn end_compensation(&mut self, end: LaneEnd<E>) {
+        let Some(failure) = &mut self.failure else {
+            unreachable!("the backward phase always has a failure to report")
+        };
+        match end {
+            LaneEnd::Succeeded | LaneEnd::Cancelled => failure.record_compensated(),
+            LaneEnd::Failed(error, ..) => {
+                failure.record_compensation_error(error);
+                if self.policy.compensation_mode == CompensationMode::StopOnError {
+                    self.update_wave(|wave| wave.halted = true);
+                }
+            }
         }
     }
 
@@ -838,7 +916,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// cuts), each fails with the interrupt's error; after a sibling failed,
     /// they are cancelled with no error of their own.
     fn stop_members(&mut self, interrupted: bool) {
-        for lane in 0..self.wave().limit {
+        for lane in 0..self.scratch.lanes.len() {
             let Lane { step, stage, .. } = self.scratch.lanes[lane];
             let error = match stage {
                 Stage::Free => continue,
@@ -888,10 +966,10 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         let mut progress = false;
         loop {
             let wave = self.wave();
-            if wave.halted || wave.next == wave.end || self.in_flight() == wave.limit {
+            if wave.halted || wave.next == wave.end {
                 break;
             }
-            let Some(lane) = self.free_lane(wave.limit) else {
+            let Some(lane) = self.claim_lane() else {
                 break;
             };
             self.update_wave(|wave| wave.next += 1);
@@ -901,16 +979,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         if let Some(wakers) = &self.scratch.wakers {
             wakers.register(cx.waker());
         }
-        for lane in 0..self.wave().limit {
-            if self.scratch.lanes[lane].stage == Stage::Free || !self.lane_woken(lane) {
-                continue;
-            }
-            let step = self.scratch.lanes[lane].step;
-            if let Poll::Ready(end) = self.poll_lane_in(lane, Kind::Action, cx) {
-                self.end_member(end, step);
-                progress = true;
-            }
-        }
+        progress |= self.poll_lanes(Kind::Action, cx);
         let wave = self.wave();
         if self.in_flight() == 0 && (wave.halted || wave.next == wave.end) {
             self.finish_forward_wave(wave);
@@ -937,7 +1006,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         let step = self
             .lowest_in_flight()
             .unwrap_or(wave.next.min(wave.end - 1));
-        let attempts = (0..wave.limit)
+        let attempts = (0..self.scratch.lanes.len())
             .map(|lane| &self.scratch.lanes[lane])
             .find(|lane| lane.stage != Stage::Free && lane.step == step)
             .map_or(0, |lane| lane.attempt);
@@ -1022,12 +1091,12 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         let mut progress = false;
         loop {
             let wave = self.wave();
-            if wave.halted || wave.next == wave.start || self.in_flight() == wave.limit {
+            if wave.halted || wave.next == wave.start {
                 break;
             }
             let step = wave.next - 1;
             if self.needs_compensation(step) {
-                let Some(lane) = self.free_lane(wave.limit) else {
+                let Some(lane) = self.claim_lane() else {
                     break;
                 };
                 self.update_wave(|wave| wave.next = step);
@@ -1039,27 +1108,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         if let Some(wakers) = &self.scratch.wakers {
             wakers.register(cx.waker());
         }
-        for lane in 0..self.wave().limit {
-            if self.scratch.lanes[lane].stage == Stage::Free || !self.lane_woken(lane) {
-                continue;
-            }
-            let Poll::Ready(end) = self.poll_lane_in(lane, Kind::Compensation, cx) else {
-                continue;
-            };
-            progress = true;
-            let Some(failure) = &mut self.failure else {
-                unreachable!("the backward phase always has a failure to report")
-            };
-            match end {
-                LaneEnd::Succeeded | LaneEnd::Cancelled => failure.record_compensated(),
-                LaneEnd::Failed(error, ..) => {
-                    failure.record_compensation_error(error);
-                    if self.policy.compensation_mode == CompensationMode::StopOnError {
-                        self.update_wave(|wave| wave.halted = true);
-                    }
-                }
-            }
-        }
+        progress |= self.poll_lanes(Kind::Compensation, cx);
         let wave = self.wave();
         if self.in_flight() > 0 || (wave.next > wave.start && !wave.halted) {
             return if progress {
@@ -1187,15 +1236,17 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
 impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
     fn drop(&mut self) {
         // Dropped mid-step: drop what is in flight now, not at the next run.
-        for lane in 0..self.scratch.lanes.len() {
-            let Lane { step, stage, .. } = self.scratch.lanes[lane];
-            if stage != Stage::Free {
-                self.scratch.lanes[lane] = Lane::default();
-                if let Some(step) = self.steps.get_mut(step) {
-                    step.as_mut().reset();
+        if let Phase::Forward(_) | Phase::Backward(_) = self.phase {
+            for lane in 0..self.scratch.lanes.len() {
+                let Lane { step, stage, .. } = self.scratch.lanes[lane];
+                if stage != Stage::Free {
+                    self.release_lane(lane);
+                    if let Some(step) = self.steps.get_mut(step) {
+                        step.as_mut().reset();
+                    }
                 }
+                self.set_timer(Slot::Lane(lane), None);
             }
-            self.set_timer(Slot::Lane(lane), None);
         }
         self.set_timer(Slot::Saga, None);
     }

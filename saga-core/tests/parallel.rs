@@ -623,3 +623,44 @@ fn groups_run_on_real_executors() {
         expected
     );
 }
+
+#[test]
+fn wide_groups_and_concurrent_compensation_of_many_steps() {
+    // Lanes are claimed and polled in constant time each, so these run in
+    // linear time (the benchmarks measure it; here they must just finish).
+    let compensated = Arc::new(AtomicUsize::new(0));
+    let undo = || {
+        let compensated = compensated.clone();
+        move || {
+            let compensated = compensated.clone();
+            async move {
+                Yield(1).await;
+                compensated.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), TestError>(())
+            }
+        }
+    };
+    let mut saga = SagaBuilder::new()
+        .compensation_mode(CompensationMode::Concurrent)
+        .parallel(|mut group| {
+            for _ in 0..5_000 {
+                group = group.add_step(
+                    || async {
+                        Yield(1).await;
+                        Ok::<(), TestError>(())
+                    },
+                    undo(),
+                );
+            }
+            group
+        });
+    for _ in 0..15_000 {
+        saga = saga.add_step(|| ready(Ok::<(), TestError>(())), undo());
+    }
+    let mut saga = saga
+        .add_step(|| ready(Err::<(), _>(TestError::Fatal)), undo())
+        .build();
+    let error = smol::block_on(saga.run()).unwrap_err();
+    assert!(error.is_fully_compensated());
+    assert_eq!(compensated.load(Ordering::SeqCst), 20_001);
+}
