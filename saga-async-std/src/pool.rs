@@ -1,5 +1,5 @@
-//! How `saga-async-std` runs a function on async-std's blocking pool (see
-//! [`blocking`](crate::blocking)).
+//! [`AsyncStdPool`]: how `saga-async-std` runs a function on async-std's
+//! blocking pool (see [`blocking`](crate::blocking)).
 
 use core::future::Future;
 use core::panic::AssertUnwindSafe;
@@ -9,23 +9,32 @@ use std::panic::catch_unwind;
 
 use async_std::task::JoinHandle;
 use saga_core::Panicked;
+use saga_core::rt::BlockingPool;
 
-/// A function running on the blocking pool: its result, or its panic.
-pub(crate) struct Job<R>(JoinHandle<std::thread::Result<R>>);
+/// A function running on async-std's blocking pool: its result, or its panic.
+#[derive(Debug)]
+pub struct AsyncStdJob<R>(JoinHandle<std::thread::Result<R>>);
 
-/// Starts `f` on async-std's blocking pool. Its panic is caught on the pool
-/// thread and handed back as a value.
-pub(crate) fn spawn<R, F>(f: F) -> Job<R>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    Job(async_std::task::spawn_blocking(move || {
-        catch_unwind(AssertUnwindSafe(f))
-    }))
+/// async-std's blocking pool, for [`blocking`](crate::blocking) steps.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AsyncStdPool;
+
+impl BlockingPool for AsyncStdPool {
+    type Job<R: Send + 'static> = AsyncStdJob<R>;
+
+    fn spawn<R, F>(f: F) -> AsyncStdJob<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        AsyncStdJob(async_std::task::spawn_blocking(move || {
+            catch_unwind(AssertUnwindSafe(f))
+        }))
+    }
 }
 
-impl<R> Future for Job<R> {
+impl<R> Future for AsyncStdJob<R> {
     type Output = Result<R, Panicked>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

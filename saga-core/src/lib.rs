@@ -91,9 +91,12 @@
 //! error report. It builds for targets such as `thumbv7em-none-eabihf`.
 #![no_std]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 mod abort;
 mod builder;
@@ -105,6 +108,8 @@ mod lanes;
 mod observer;
 mod policy;
 mod retry;
+#[cfg(feature = "std")]
+pub mod rt;
 mod run;
 mod saga;
 mod sleep;

@@ -88,17 +88,41 @@
 //! not `panic = "abort"`.
 #![forbid(unsafe_code)]
 
-extern crate alloc;
-
-mod common;
 mod pool;
 mod sleep;
 
-pub use common::{Blocking, CatchPanics, Finished, Lost, SagaHandle, blocking};
+pub use pool::{TokioJob, TokioPool};
 pub use saga_core;
+pub use saga_core::rt::{CatchPanics, Finished, Lost, SagaHandle};
 pub use sleep::TokioSleeper;
 
 use saga_core::{Aborted, Panicked, Saga, SagaBuilder, Step, Timed, TimedOut};
+
+/// One attempt of a [`blocking`] step, on tokio's blocking pool.
+pub type Blocking<T, E> = saga_core::rt::Blocking<TokioPool, T, E>;
+
+/// Turns a synchronous function into an action or a compensation that runs it
+/// on tokio's blocking pool, so it never stalls the runtime's workers.
+///
+/// The result is a closure to pass to `add_step` (or `add_step_with`, or
+/// `FnStep::new`), as the action, the compensation, or both. Each call starts
+/// one attempt: a retry, or another run of the saga, calls `f` again. A panic
+/// inside `f` becomes `E::from(Panicked)` with the panic message, a failed
+/// attempt like any other.
+///
+/// A blocking function cannot be stopped once it started: when a timeout or
+/// an abort cuts its attempt short, the saga goes on (the attempt counts as
+/// failed and possibly applied, and is compensated per the step's rule) while
+/// `f` runs to its end on the pool.
+#[doc = include_str!("doc/blocking.md")]
+pub fn blocking<F, T, E>(f: F) -> impl Fn() -> Blocking<T, E> + Send + Sync + 'static
+where
+    F: Fn() -> Result<T, E> + Send + Sync + 'static,
+    T: Send + 'static,
+    E: From<Panicked> + Send + 'static,
+{
+    saga_core::rt::blocking::<TokioPool, _, _, _>(f)
+}
 
 /// Runs `saga` to its end as a detached tokio task, and returns its handle.
 ///
@@ -146,7 +170,7 @@ pub fn spawn<E>(saga: Saga<E>) -> SagaHandle<E>
 where
     E: From<Aborted> + From<Panicked> + Send + 'static,
 {
-    let (task, handle) = common::detach(saga);
+    let (task, handle) = saga_core::rt::detach(saga);
     // Dropping the join handle detaches the task; the saga handle replaces it.
     drop(tokio::spawn(task));
     handle

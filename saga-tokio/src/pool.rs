@@ -1,26 +1,36 @@
-//! How `saga-tokio` runs a function on tokio's blocking pool (see
-//! [`blocking`](crate::blocking)).
+//! [`TokioPool`]: how `saga-tokio` runs a function on tokio's blocking pool
+//! (see [`blocking`](crate::blocking)).
 
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, ready};
 
 use saga_core::Panicked;
+use saga_core::rt::BlockingPool;
 use tokio::task::JoinHandle;
 
-/// A function running on the blocking pool: its result, or its panic.
-pub(crate) struct Job<R>(JoinHandle<R>);
+/// A function running on tokio's blocking pool: its result, or its panic.
+#[derive(Debug)]
+pub struct TokioJob<R>(JoinHandle<R>);
 
-/// Starts `f` on tokio's blocking pool.
-pub(crate) fn spawn<R, F>(f: F) -> Job<R>
-where
-    F: FnOnce() -> R + Send + 'static,
-    R: Send + 'static,
-{
-    Job(tokio::task::spawn_blocking(f))
+/// tokio's blocking pool, for [`blocking`](crate::blocking) steps.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioPool;
+
+impl BlockingPool for TokioPool {
+    type Job<R: Send + 'static> = TokioJob<R>;
+
+    fn spawn<R, F>(f: F) -> TokioJob<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        TokioJob(tokio::task::spawn_blocking(f))
+    }
 }
 
-impl<R> Future for Job<R> {
+impl<R> Future for TokioJob<R> {
     type Output = Result<R, Panicked>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -1,5 +1,5 @@
 //! [`blocking`]: a synchronous function as an action or a compensation, run
-//! on the runtime's blocking pool.
+//! on a runtime's blocking pool ([`BlockingPool`]).
 
 use alloc::sync::Arc;
 use core::fmt;
@@ -7,15 +7,28 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, ready};
 
-use saga_core::Panicked;
-
-use crate::pool::{self, Job};
+use crate::Panicked;
 
 /// The synchronous function behind a blocking step, shared by its attempts.
 type Function<T, E> = Arc<dyn Fn() -> Result<T, E> + Send + Sync>;
 
+/// A runtime's pool for blocking work: what a runtime adapter supplies so that
+/// [`blocking`] steps run there (`saga_tokio::TokioPool`,
+/// `saga_async_std::AsyncStdPool`).
+pub trait BlockingPool {
+    /// A function running on the pool: its result, or its panic.
+    type Job<R: Send + 'static>: Future<Output = Result<R, Panicked>> + Send + Unpin;
+
+    /// Starts `f` on the pool.
+    fn spawn<R, F>(f: F) -> Self::Job<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static;
+}
+
 /// Turns a synchronous function into an action or a compensation that runs it
-/// on the runtime's blocking pool, so it never stalls the runtime's workers.
+/// on the blocking pool `P`, so it never stalls the runtime's workers. The
+/// runtime adapters' `blocking` is this with their pool.
 ///
 /// The result is a closure to pass to `add_step` (or `add_step_with`, or
 /// `FnStep::new`), as the action, the compensation, or both. Each call starts
@@ -27,9 +40,9 @@ type Function<T, E> = Arc<dyn Fn() -> Result<T, E> + Send + Sync>;
 /// an abort cuts its attempt short, the saga goes on (the attempt counts as
 /// failed and possibly applied, and is compensated per the step's rule) while
 /// `f` runs to its end on the pool.
-#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/blocking.md"))]
-pub fn blocking<F, T, E>(f: F) -> impl Fn() -> Blocking<T, E> + Send + Sync + 'static
+pub fn blocking<P, F, T, E>(f: F) -> impl Fn() -> Blocking<P, T, E> + Send + Sync + 'static
 where
+    P: BlockingPool,
     F: Fn() -> Result<T, E> + Send + Sync + 'static,
     T: Send + 'static,
     E: From<Panicked> + Send + 'static,
@@ -41,24 +54,24 @@ where
 }
 
 /// One attempt of a [`blocking`] step: the synchronous function, started on
-/// the runtime's blocking pool when first polled.
+/// the blocking pool `P` when first polled.
 ///
 /// Dropping it before it completes does not stop the function once started;
 /// only its result is discarded.
-#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/blocking_future.md"))]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Blocking<T, E> {
-    state: State<T, E>,
+pub struct Blocking<P: BlockingPool, T: Send + 'static, E: Send + 'static> {
+    state: State<P, T, E>,
 }
 
-enum State<T, E> {
+enum State<P: BlockingPool, T: Send + 'static, E: Send + 'static> {
     Idle(Function<T, E>),
-    Running(Job<Result<T, E>>),
+    Running(P::Job<Result<T, E>>),
     Done,
 }
 
-impl<T, E> Future for Blocking<T, E>
+impl<P, T, E> Future for Blocking<P, T, E>
 where
+    P: BlockingPool,
     T: Send + 'static,
     E: From<Panicked> + Send + 'static,
 {
@@ -70,7 +83,7 @@ where
             match state {
                 State::Idle(function) => {
                     let function = Arc::clone(function);
-                    *state = State::Running(pool::spawn(move || function()));
+                    *state = State::Running(P::spawn(move || function()));
                 }
                 State::Running(job) => {
                     let outcome = ready!(Pin::new(job).poll(cx));
@@ -83,7 +96,7 @@ where
     }
 }
 
-impl<T, E> fmt::Debug for Blocking<T, E> {
+impl<P: BlockingPool, T: Send + 'static, E: Send + 'static> fmt::Debug for Blocking<P, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Idle(_) => "idle",

@@ -7,7 +7,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::panic::catch_unwind;
 
-use saga_core::{Panicked, Run, SagaError, Step};
+use crate::{Panicked, Run, SagaError, Step};
 
 /// A saga [`Run`] in which a panicking action or compensation counts as a
 /// failed one, so the saga compensates instead of unwinding.
@@ -15,12 +15,12 @@ use saga_core::{Panicked, Run, SagaError, Step};
 /// It polls the run under `std::panic::catch_unwind`. When a step panics,
 /// the attempt in flight is cancelled and fails with `E::from(Panicked)`,
 /// which carries the panic message (see
-/// [`Run::fail_in_flight`](saga_core::Run::fail_in_flight)): a panicking
+/// [`Run::fail_in_flight`](crate::Run::fail_in_flight)): a panicking
 /// action counts as failed and possibly applied, so it is retried or
 /// compensated like any failed action; a panicking compensation counts as a
 /// failed compensation. The panic goes no further than this future.
-/// [`spawn`](crate::spawn) wraps every run in it; wrap a run yourself to get
-/// the same when you `.await` it in place.
+/// [`detach`](super::detach) (and so the runtime adapters' `spawn`) wraps every run in it;
+/// wrap a run yourself to get the same when you `.await` it in place.
 ///
 /// The panic hook still runs (by default it prints the panic to stderr). A
 /// program built with `panic = "abort"` cannot catch panics: it aborts as
@@ -29,7 +29,31 @@ use saga_core::{Panicked, Run, SagaError, Step};
 /// # Cancel safety
 ///
 /// The same as [`Run`]'s: dropping it stops the saga without compensating.
-#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/catch_panics.md"))]
+///
+/// # Examples
+///
+/// ```
+/// use saga_core::rt::CatchPanics;
+/// use saga_core::{Panicked, SagaBuilder};
+///
+/// #[derive(Debug, PartialEq)]
+/// struct Error(String);
+/// impl From<Panicked> for Error {
+///     fn from(panic: Panicked) -> Self { Error(panic.message().into()) }
+/// }
+///
+/// let mut saga = SagaBuilder::new()
+///     .add_step(|| async { Ok(()) }, || async { Ok(()) })
+///     .add_step(
+///         || async { if true { panic!("bug in step 1") } Ok::<_, Error>(()) },
+///         || async { Ok(()) },
+///     )
+///     .build();
+///
+/// let error = smol::block_on(CatchPanics::new(saga.run())).unwrap_err();
+/// assert_eq!(*error.error(), Error("bug in step 1".into()));
+/// assert!(error.is_fully_compensated()); // steps 1 and 0 were undone
+/// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct CatchPanics<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     run: Run<'a, E, S>,
@@ -37,7 +61,7 @@ pub struct CatchPanics<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static
 
 impl<'a, E, S: ?Sized + Step<E>> CatchPanics<'a, E, S> {
     /// Wraps a run (as returned by `Saga::run`, possibly made
-    /// [abortable](saga_core::Run::abortable)).
+    /// [abortable](crate::Run::abortable)).
     pub fn new(run: Run<'a, E, S>) -> Self {
         CatchPanics { run }
     }

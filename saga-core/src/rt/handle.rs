@@ -9,12 +9,13 @@ use core::task::{Context, Poll, Waker};
 use std::panic::catch_unwind;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use saga_core::{AbortHandle, Aborted, Panicked, Saga, SagaError};
+use crate::{AbortHandle, Aborted, Panicked, Saga, SagaError};
 
 use super::CatchPanics;
 
-/// The handle of a saga spawned with [`spawn`](crate::spawn): a future of
-/// how the run ended, and a way to abort it.
+/// The handle of a saga run as a detached task (see [`detach`], and the
+/// runtime adapters' `spawn`): a future of how the run ended, and a way to
+/// abort it.
 ///
 /// Awaiting it gives `Ok(`[`Finished`]`)` once the saga ran to its end
 /// (succeeded, or failed and compensated as far as it could), with the saga
@@ -26,7 +27,6 @@ use super::CatchPanics;
 /// To stop a saga with compensation, [`abort`](SagaHandle::abort) it.
 ///
 /// It is `Send` and `Sync` when `E` is `Send`, and `Unpin`.
-#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/saga_handle.md"))]
 pub struct SagaHandle<E> {
     shared: Arc<Shared<E>>,
     abort: AbortHandle,
@@ -34,7 +34,6 @@ pub struct SagaHandle<E> {
 
 /// How a detached saga ended: the saga itself, handed back so that it can run
 /// again, and the run's result.
-#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/finished.md"))]
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct Finished<E> {
@@ -48,10 +47,6 @@ pub struct Finished<E> {
 
 impl<E> Finished<E> {
     /// The run's result, dropping the saga.
-    #[allow(
-        clippy::result_large_err,
-        reason = "the result of `Saga::run` as it is, boxed nowhere else either"
-    )]
     pub fn into_result(self) -> Result<(), SagaError<E>> {
         self.result
     }
@@ -65,7 +60,6 @@ impl<E> Finished<E> {
 /// This is an error of the task, not of the saga, so it is kept apart from
 /// the saga's own [`SagaError`]: a `SagaHandle` never reports a lost saga as
 /// a success, and never panics for it.
-#[doc = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/doc/lost.md"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Lost {
@@ -146,9 +140,41 @@ impl<E> Drop for Completion<E> {
     }
 }
 
-/// The future to spawn for `saga`, and its handle: the future runs the saga
-/// to its end, abortable and catching panics, and reports to the handle.
-pub(crate) fn detach<E>(saga: Saga<E>) -> (impl Future<Output = ()> + Send + 'static, SagaHandle<E>)
+/// Prepares `saga` to run as a detached task: returns the future to spawn on
+/// any executor, and its [`SagaHandle`]. The future runs the saga to its end,
+/// abortable through the handle and catching panics ([`CatchPanics`]), then
+/// hands the saga and its result back through the handle. If the future is
+/// dropped before that (the executor shut down), the handle reports
+/// [`Lost`].
+///
+/// The runtime adapters' `spawn` is this plus their executor's `spawn`.
+///
+/// # Examples
+///
+/// On smol, with no adapter:
+///
+/// ```
+/// use saga_core::{Aborted, Panicked, SagaBuilder};
+///
+/// #[derive(Debug)]
+/// enum Error { Declined, Aborted, Panicked }
+/// impl From<Aborted> for Error { fn from(_: Aborted) -> Self { Error::Aborted } }
+/// impl From<Panicked> for Error { fn from(_: Panicked) -> Self { Error::Panicked } }
+///
+/// let saga = SagaBuilder::new()
+///     .add_step(|| async { Ok(()) }, || async { Ok(()) })
+///     .add_step(|| async { Err::<(), _>(Error::Declined) }, || async { Ok(()) })
+///     .build();
+///
+/// let (task, handle) = saga_core::rt::detach(saga);
+/// smol::spawn(task).detach(); // dropping the handle would not stop it either
+/// let finished = smol::block_on(handle).expect("the executor is still running");
+/// let error = finished.result.unwrap_err();
+/// assert!(error.is_fully_compensated());
+/// let again = saga_core::rt::detach(finished.saga); // it can run again
+/// # drop(again);
+/// ```
+pub fn detach<E>(saga: Saga<E>) -> (impl Future<Output = ()> + Send + 'static, SagaHandle<E>)
 where
     E: From<Aborted> + From<Panicked> + Send + 'static,
 {
@@ -188,7 +214,7 @@ where
 impl<E> SagaHandle<E> {
     /// Aborts the saga: it starts no further action, lets the action in
     /// flight finish (or cuts it short, per the saga's
-    /// [`InFlight`](saga_core::InFlight) policy), and compensates what it
+    /// [`InFlight`](crate::InFlight) policy), and compensates what it
     /// applied. The handle then resolves to a [`SagaError`] whose
     /// [`aborted`](SagaError::aborted) is `true` (unless the saga had
     /// already finished). Does not wait; await the handle for the report.
