@@ -135,7 +135,8 @@ pub use sleep::{Discard, Sleeper};
 pub use step::Step;
 pub use typed_step::{ByOption, ByRef, ByValue, Handoff, TypedStep};
 
-// The README's examples are compiled and run as doctests.
-#[cfg(doctest)]
+// The README's examples are compiled and run as doctests (one of them shows
+// the `std` feature's `rt::detach`).
+#[cfg(all(doctest, feature = "std"))]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
