@@ -246,7 +246,8 @@ fn build(c: &mut Criterion) {
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
+        .nresamples(10_000)
+        .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args()
 }

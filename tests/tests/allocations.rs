@@ -1,7 +1,8 @@
 //! The allocation contract, counted by a global allocator (`stats_alloc`):
 //! building allocates one box per step plus the step list (which grows by
-//! doubling, so also `log2(N)` reallocations), and a run allocates nothing,
-//! on the success and the failure path, with ready and with pending futures.
+//! doubling, so also `log2(N)` reallocations); a run allocates nothing on the
+//! success path and one box (the error report) on the failure path, whatever
+//! its length, with ready and with pending futures.
 //!
 //! The counts are process-wide, so everything is checked from one test.
 #![allow(
