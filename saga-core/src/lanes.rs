@@ -4,10 +4,13 @@
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Waker;
 
 use futures_util::task::AtomicWaker;
+
+/// Lanes per word of the wake bitset.
+pub(crate) const WORD: usize = usize::BITS as usize;
 
 /// One waker per lane, made once when the saga is built and reused by every
 /// run. A lane's waker marks the lane as woken and wakes the run.
@@ -18,8 +21,8 @@ pub(crate) struct LaneWakers {
 
 struct Shared {
     run: AtomicWaker,
-    // One bit per lane, so a poll finds the woken lanes 64 at a time.
-    woken: Vec<AtomicU64>,
+    // One bit per lane, so a poll finds the woken lanes a word at a time.
+    woken: Vec<AtomicUsize>,
 }
 
 struct LaneWaker {
@@ -40,7 +43,7 @@ impl Wake for LaneWaker {
 
 impl Shared {
     fn mark(&self, lane: usize) {
-        self.woken[lane / 64].fetch_or(1 << (lane % 64), Ordering::Release);
+        self.woken[lane / WORD].fetch_or(1 << (lane % WORD), Ordering::Release);
     }
 }
 
@@ -48,7 +51,9 @@ impl LaneWakers {
     pub(crate) fn new(lanes: usize) -> Self {
         let shared = Arc::new(Shared {
             run: AtomicWaker::new(),
-            woken: (0..lanes.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            woken: (0..lanes.div_ceil(WORD))
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
         });
         let wakers = (0..lanes)
             .map(|lane| {
@@ -71,14 +76,14 @@ impl LaneWakers {
         self.shared.mark(lane);
     }
 
-    /// How many words of 64 lanes there are.
+    /// How many words of [`WORD`] lanes there are.
     pub(crate) fn words(&self) -> usize {
         self.shared.woken.len()
     }
 
-    /// The lanes of word `word` (bit `i` is lane `64 * word + i`) woken
+    /// The lanes of word `word` (bit `i` is lane `WORD * word + i`) woken
     /// since they were last taken; clears them.
-    pub(crate) fn take_word(&self, word: usize) -> u64 {
+    pub(crate) fn take_word(&self, word: usize) -> usize {
         self.shared.woken[word].swap(0, Ordering::AcqRel)
     }
 

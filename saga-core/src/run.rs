@@ -17,7 +17,7 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 use crate::group::GroupSpec;
-use crate::lanes::LaneWakers;
+use crate::lanes::{LaneWakers, WORD};
 use crate::saga::Policy;
 use crate::sleep::{Slot, Timers};
 use crate::{
@@ -63,6 +63,9 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     stray_failure: Option<E>,
     // The lane being polled, for `fail_in_flight`.
     polling: Option<usize>,
+    // Single steps, no clock, abort handle or observer: the sequential fast
+    // path applies (the general lanes machinery takes over on a failure).
+    fast: bool,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -238,6 +241,17 @@ struct Abort<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Start,
+    // The fast path: single steps, no clock, abort or observer. Steps
+    // `step..` are to run; `step` may be in flight.
+    Sequential {
+        step: usize,
+        // Whether `step` was reset and polled in this run.
+        started: bool,
+    },
+    // The fast path backward: steps `0..remaining` are to compensate.
+    SequentialBack {
+        remaining: usize,
+    },
     Forward(Wave),
     Backward(Wave),
     Done,
@@ -317,6 +331,10 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         scratch: &'a mut Scratch<E>,
         clock: Option<Clock<'a, E>>,
     ) -> Self {
+        let fast = clock.is_none()
+            && groups.is_empty()
+            && policy.observer.is_none()
+            && cfg!(not(feature = "tracing"));
         Run {
             steps,
             policy,
@@ -330,6 +348,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             interrupt: None,
             stray_failure: None,
             polling: None,
+            fast,
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
         }
@@ -350,6 +369,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             handle: handle.clone(),
             aborted: E::from,
         });
+        self.fast = false;
         self
     }
 
@@ -414,6 +434,14 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
                 if let Some(wakers) = &self.scratch.wakers {
                     wakers.mark(lane);
                 }
+            }
+            (None, Phase::Sequential { step, .. }) if step < self.steps.len() => {
+                self.enter_lane(step, Kind::Action);
+                self.scratch.lanes[0].panicked = Some(error);
+            }
+            (None, Phase::SequentialBack { remaining }) if remaining > 0 => {
+                self.enter_lane(remaining - 1, Kind::Compensation);
+                self.scratch.lanes[0].panicked = Some(error);
             }
             (None, Phase::Start | Phase::Forward(_)) => self.stray_failure = Some(error),
             _ => {}
@@ -734,6 +762,12 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         if start == self.steps.len() {
             return Phase::Done;
         }
+        if self.fast {
+            return Phase::Sequential {
+                step: start,
+                started: false,
+            };
+        }
         let (end, limit, on_failure) = match self.group_of(start) {
             Some(group) => (group.members.end, group.limit, group.on_failure),
             None => (start + 1, 1, InFlight::Finish),
@@ -754,6 +788,13 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         let Some(last) = end.checked_sub(1) else {
             return Phase::Done;
         };
+        let sequential = matches!(
+            self.policy.compensation_mode,
+            CompensationMode::StopOnError | CompensationMode::ContinueOnError
+        );
+        if self.fast && sequential {
+            return Phase::SequentialBack { remaining: end };
+        }
         let group = self.group_of(last);
         let (start, limit) = match self.policy.compensation_mode {
             CompensationMode::Concurrent => (0, self.scratch.lanes()),
@@ -809,7 +850,10 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     fn wave(&self) -> Wave {
         match self.phase {
             Phase::Forward(wave) | Phase::Backward(wave) => wave,
-            Phase::Start | Phase::Done => {
+            Phase::Start
+            | Phase::Sequential { .. }
+            | Phase::SequentialBack { .. }
+            | Phase::Done => {
                 unreachable!("no wave outside the forward and backward phases")
             }
         }
@@ -852,7 +896,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
                 .as_ref()
                 .map_or(0, |wakers| wakers.take_word(word));
             while woken != 0 {
-                let lane = word * 64 + woken.trailing_zeros() as usize;
+                let lane = word * WORD + woken.trailing_zeros() as usize;
                 woken &= woken - 1;
                 if self.scratch.lanes[lane].stage != Stage::Free {
                     ended |= self.poll_and_end(lane, kind, cx);
@@ -934,6 +978,118 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             };
             let end = self.stop_lane(lane, error);
             self.end_member(end, step);
+        }
+    }
+
+    // ---- the sequential fast path ------------------------------------------------
+
+    /// Runs actions one after the other while they succeed at once or suspend;
+    /// a failure hands over to the lanes machinery (retries, compensation).
+    #[inline]
+    fn poll_sequential(
+        &mut self,
+        mut step: usize,
+        mut started: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        loop {
+            let Some(current) = self.steps.get_mut(step) else {
+                self.phase = Phase::Done;
+                return Poll::Ready(());
+            };
+            if !started {
+                // Kept up to date for `fail_in_flight` after a panic.
+                self.phase = Phase::Sequential {
+                    step,
+                    started: true,
+                };
+                current.as_mut().reset();
+            }
+            match current.as_mut().poll_action(cx) {
+                Poll::Ready(Ok(())) => {
+                    step += 1;
+                    started = false;
+                }
+                Poll::Ready(Err(error)) => {
+                    self.sequential_failed(step, Kind::Action, error);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Compensates steps one after the other, last first, while they succeed
+    /// at once or suspend; a failure hands over to the lanes machinery.
+    #[inline]
+    fn poll_sequential_back(&mut self, mut remaining: usize, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(step) = remaining.checked_sub(1) else {
+                self.phase = Phase::Done;
+                return Poll::Ready(());
+            };
+            if !self.needs_compensation(step) {
+                remaining = step;
+                continue;
+            }
+            self.phase = Phase::SequentialBack { remaining };
+            match self.steps[step].as_mut().poll_compensate(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(failure) = &mut self.failure {
+                        failure.record_compensated();
+                    }
+                    remaining = step;
+                }
+                Poll::Ready(Err(error)) => {
+                    self.sequential_failed(step, Kind::Compensation, error);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Moves `step`'s attempt in flight from the fast path into lane 0, as if
+    /// the lanes machinery had started it.
+    #[cold]
+    fn enter_lane(&mut self, step: usize, kind: Kind) {
+        let wave = Wave {
+            start: step,
+            end: step + 1,
+            next: if kind == Kind::Action { step + 1 } else { step },
+            limit: 1,
+            on_failure: InFlight::Finish,
+            halted: false,
+        };
+        self.phase = match kind {
+            Kind::Action => {
+                self.scratch.outcomes.reset(1);
+                self.scratch.outcomes[0] = Outcome::Running;
+                Phase::Forward(wave)
+            }
+            Kind::Compensation => Phase::Backward(wave),
+        };
+        let lane = &mut self.scratch.lanes[0];
+        lane.step = step;
+        lane.attempt = 1;
+        lane.stage = Stage::Running;
+        self.scratch.busy = 1;
+    }
+
+    /// The fast path met a failure: hand the attempt to lane 0 and let the
+    /// general machinery decide (retry, compensate, report).
+    #[cold]
+    #[inline(never)]
+    fn sequential_failed(&mut self, step: usize, kind: Kind, error: E) {
+        self.enter_lane(step, kind);
+        self.polling = Some(0);
+        let end = self.after_attempt_error(0, kind, false, error, Ending::Failed);
+        self.polling = None;
+        if let Some(end) = end {
+            match kind {
+                Kind::Action => self.end_member(end, step),
+                Kind::Compensation => self.end_compensation(end),
+            }
         }
     }
 
@@ -1207,6 +1363,8 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
                     this.phase = this.forward_wave(0);
                     Poll::Ready(())
                 }
+                Phase::Sequential { step, started } => this.poll_sequential(step, started, cx),
+                Phase::SequentialBack { remaining } => this.poll_sequential_back(remaining, cx),
                 Phase::Forward(_) => this.poll_forward(cx),
                 Phase::Backward(_) => this.poll_backward(cx),
                 Phase::Done => panic!("saga `Run` polled after it completed"),
@@ -1236,6 +1394,17 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
 impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
     fn drop(&mut self) {
         // Dropped mid-step: drop what is in flight now, not at the next run.
+        let in_flight = match self.phase {
+            Phase::Sequential {
+                step,
+                started: true,
+            } => Some(step),
+            Phase::SequentialBack { remaining } => remaining.checked_sub(1),
+            _ => None,
+        };
+        if let Some(step) = in_flight.and_then(|step| self.steps.get_mut(step)) {
+            step.as_mut().reset();
+        }
         if let Phase::Forward(_) | Phase::Backward(_) = self.phase {
             for lane in 0..self.scratch.lanes.len() {
                 let Lane { step, stage, .. } = self.scratch.lanes[lane];
