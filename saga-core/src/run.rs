@@ -66,6 +66,11 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     // Single steps, no clock, abort handle or observer: the sequential fast
     // path applies (the general lanes machinery takes over on a failure).
     fast: bool,
+    // The fast path's position (see `Phase::Sequential`), kept up to date
+    // before each step is polled so that `fail_in_flight` finds it.
+    cursor: usize,
+    // Compensations the fast path completed, not yet in the report.
+    compensated: usize,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -242,16 +247,10 @@ struct Abort<E> {
 enum Phase {
     Start,
     // The fast path: single steps, no clock, abort or observer. Steps
-    // `step..` are to run; `step` may be in flight.
-    Sequential {
-        step: usize,
-        // Whether `step` was reset and polled in this run.
-        started: bool,
-    },
-    // The fast path backward: steps `0..remaining` are to compensate.
-    SequentialBack {
-        remaining: usize,
-    },
+    // `cursor..` are to run; `cursor` may be in flight.
+    Sequential,
+    // The fast path backward: steps `0..cursor` are to compensate.
+    SequentialBack,
     Forward(Wave),
     Backward(Wave),
     Done,
@@ -349,6 +348,8 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             stray_failure: None,
             polling: None,
             fast,
+            cursor: 0,
+            compensated: 0,
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
         }
@@ -435,12 +436,13 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
                     wakers.mark(lane);
                 }
             }
-            (None, Phase::Sequential { step, .. }) if step < self.steps.len() => {
-                self.enter_lane(step, Kind::Action);
+            (None, Phase::Sequential) if self.cursor < self.steps.len() => {
+                self.enter_lane(self.cursor, Kind::Action);
                 self.scratch.lanes[0].panicked = Some(error);
             }
-            (None, Phase::SequentialBack { remaining }) if remaining > 0 => {
-                self.enter_lane(remaining - 1, Kind::Compensation);
+            (None, Phase::SequentialBack) if self.cursor > 0 => {
+                self.flush_compensated();
+                self.enter_lane(self.cursor - 1, Kind::Compensation);
                 self.scratch.lanes[0].panicked = Some(error);
             }
             (None, Phase::Start | Phase::Forward(_)) => self.stray_failure = Some(error),
@@ -549,9 +551,6 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         slot.stage = Stage::Running;
         self.scratch.busy += 1;
         self.polling = Some(lane);
-        if kind == Kind::Action {
-            self.steps[step].as_mut().reset();
-        }
         self.begin_attempt(lane, step, 1, kind);
         if let Some(wakers) = &self.scratch.wakers {
             wakers.mark(lane);
@@ -763,10 +762,8 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             return Phase::Done;
         }
         if self.fast {
-            return Phase::Sequential {
-                step: start,
-                started: false,
-            };
+            self.cursor = start;
+            return Phase::Sequential;
         }
         let (end, limit, on_failure) = match self.group_of(start) {
             Some(group) => (group.members.end, group.limit, group.on_failure),
@@ -784,7 +781,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     }
 
     /// The backward wave over the block that ends at `end`.
-    fn backward_wave(&self, end: usize) -> Phase {
+    fn backward_wave(&mut self, end: usize) -> Phase {
         let Some(last) = end.checked_sub(1) else {
             return Phase::Done;
         };
@@ -793,7 +790,15 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             CompensationMode::StopOnError | CompensationMode::ContinueOnError
         );
         if self.fast && sequential {
-            return Phase::SequentialBack { remaining: end };
+            // Only the failed step may not need compensation: leave it out
+            // here, so that the fast path compensates all it passes.
+            self.cursor = match self.failed_block {
+                Some((step, block_end)) if block_end == end && !self.needs_compensation(step) => {
+                    step
+                }
+                _ => end,
+            };
+            return Phase::SequentialBack;
         }
         let group = self.group_of(last);
         let (start, limit) = match self.policy.compensation_mode {
@@ -850,10 +855,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     fn wave(&self) -> Wave {
         match self.phase {
             Phase::Forward(wave) | Phase::Backward(wave) => wave,
-            Phase::Start
-            | Phase::Sequential { .. }
-            | Phase::SequentialBack { .. }
-            | Phase::Done => {
+            Phase::Start | Phase::Sequential | Phase::SequentialBack | Phase::Done => {
                 unreachable!("no wave outside the forward and backward phases")
             }
         }
@@ -986,66 +988,63 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// Runs actions one after the other while they succeed at once or suspend;
     /// a failure hands over to the lanes machinery (retries, compensation).
     #[inline]
-    fn poll_sequential(
-        &mut self,
-        mut step: usize,
-        mut started: bool,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        loop {
-            let Some(current) = self.steps.get_mut(step) else {
-                self.phase = Phase::Done;
-                return Poll::Ready(());
-            };
-            if !started {
-                // Kept up to date for `fail_in_flight` after a panic.
-                self.phase = Phase::Sequential {
-                    step,
-                    started: true,
-                };
-                current.as_mut().reset();
-            }
+    fn poll_sequential(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Run { steps, cursor, .. } = self;
+        let mut failed = None;
+        for current in steps.iter_mut().skip(*cursor) {
             match current.as_mut().poll_action(cx) {
-                Poll::Ready(Ok(())) => {
-                    step += 1;
-                    started = false;
-                }
+                Poll::Ready(Ok(())) => *cursor += 1,
                 Poll::Ready(Err(error)) => {
-                    self.sequential_failed(step, Kind::Action, error);
-                    return Poll::Ready(());
+                    failed = Some(error);
+                    break;
                 }
                 Poll::Pending => return Poll::Pending,
             }
         }
+        match failed {
+            None => self.phase = Phase::Done,
+            Some(error) => self.sequential_failed(self.cursor, Kind::Action, error),
+        }
+        Poll::Ready(())
     }
 
     /// Compensates steps one after the other, last first, while they succeed
     /// at once or suspend; a failure hands over to the lanes machinery.
     #[inline]
-    fn poll_sequential_back(&mut self, mut remaining: usize, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            let Some(step) = remaining.checked_sub(1) else {
-                self.phase = Phase::Done;
-                return Poll::Ready(());
-            };
-            if !self.needs_compensation(step) {
-                remaining = step;
-                continue;
-            }
-            self.phase = Phase::SequentialBack { remaining };
-            match self.steps[step].as_mut().poll_compensate(cx) {
+    fn poll_sequential_back(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Every step below the cursor needs compensation (see `backward_wave`).
+        let Run {
+            steps,
+            cursor,
+            compensated,
+            ..
+        } = self;
+        let mut failed = None;
+        for current in steps[..*cursor].iter_mut().rev() {
+            match current.as_mut().poll_compensate(cx) {
                 Poll::Ready(Ok(())) => {
-                    if let Some(failure) = &mut self.failure {
-                        failure.record_compensated();
-                    }
-                    remaining = step;
+                    *cursor -= 1;
+                    *compensated += 1;
                 }
                 Poll::Ready(Err(error)) => {
-                    self.sequential_failed(step, Kind::Compensation, error);
-                    return Poll::Ready(());
+                    failed = Some(error);
+                    break;
                 }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        self.flush_compensated();
+        match failed {
+            None => self.phase = Phase::Done,
+            Some(error) => self.sequential_failed(self.cursor - 1, Kind::Compensation, error),
+        }
+        Poll::Ready(())
+    }
+
+    /// Moves the fast path's count of compensations into the report.
+    fn flush_compensated(&mut self) {
+        if let Some(failure) = &mut self.failure {
+            failure.record_compensated_many(core::mem::take(&mut self.compensated));
         }
     }
 
@@ -1363,8 +1362,8 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
                     this.phase = this.forward_wave(0);
                     Poll::Ready(())
                 }
-                Phase::Sequential { step, started } => this.poll_sequential(step, started, cx),
-                Phase::SequentialBack { remaining } => this.poll_sequential_back(remaining, cx),
+                Phase::Sequential => this.poll_sequential(cx),
+                Phase::SequentialBack => this.poll_sequential_back(cx),
                 Phase::Forward(_) => this.poll_forward(cx),
                 Phase::Backward(_) => this.poll_backward(cx),
                 Phase::Done => panic!("saga `Run` polled after it completed"),
@@ -1395,11 +1394,8 @@ impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
     fn drop(&mut self) {
         // Dropped mid-step: drop what is in flight now, not at the next run.
         let in_flight = match self.phase {
-            Phase::Sequential {
-                step,
-                started: true,
-            } => Some(step),
-            Phase::SequentialBack { remaining } => remaining.checked_sub(1),
+            Phase::Sequential => Some(self.cursor),
+            Phase::SequentialBack => self.cursor.checked_sub(1),
             _ => None,
         };
         if let Some(step) = in_flight.and_then(|step| self.steps.get_mut(step)) {

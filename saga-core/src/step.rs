@@ -21,11 +21,12 @@ use core::task::{Context, Poll};
 ///
 /// The engine follows these rules, and an implementation may rely on them:
 ///
-/// 1. Before a run first polls a step's action, it calls [`reset`](Step::reset).
-/// 2. [`poll_action`](Step::poll_action) drives the action: when none is in
+/// 1. [`poll_action`](Step::poll_action) drives the action: when none is in
 ///    flight, it starts an attempt; it returns `Ready` once that attempt
-///    finished. After `Ready`, the next call starts a new attempt (a retry).
-/// 3. [`poll_compensate`](Step::poll_compensate) is only called after the
+///    finished. After `Ready`, the next call starts a new attempt: a retry,
+///    or the first attempt of a new run (nothing is called in between, so an
+///    attempt replaces whatever the step kept from an earlier one).
+/// 2. [`poll_compensate`](Step::poll_compensate) is only called after the
 ///    last action attempt returned `Ready(Ok(()))`, or failed or was cut short
 ///    while [`compensates_failed_action`](Step::compensates_failed_action) is
 ///    `true`. It drives the compensation of that attempt. After
@@ -34,12 +35,13 @@ use core::task::{Context, Poll};
 ///    `false`. After `Ready(Ok(()))`, the next call runs the compensation
 ///    again, or returns `Ready(Ok(()))` at once when nothing is left to undo
 ///    (a typed step drops its value once compensated).
-/// 4. To cut an attempt short (a timeout, or an abort that does not wait),
+/// 3. To cut an attempt short (a timeout, or an abort that does not wait),
 ///    the engine stops polling it and calls [`cancel`](Step::cancel). A
 ///    cancelled action counts as failed and possibly applied; a cancelled
 ///    compensation as failed.
-/// 5. When a run is dropped mid-step, the engine calls [`reset`](Step::reset)
-///    to drop what was in flight.
+/// 4. When a run is dropped mid-step, the engine calls [`reset`](Step::reset)
+///    to drop what was in flight. Nothing else calls it: a new run needs no
+///    reset (rule 1).
 ///
 /// # Examples
 ///
@@ -111,8 +113,9 @@ pub trait Step<E> {
     /// is in flight, and returns `Ready` with its result when it finished.
     fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>>;
 
-    /// Drops whatever is in flight and any output kept from an earlier run, so
-    /// the step is ready for a fresh run.
+    /// Drops whatever is in flight and any output kept from an earlier
+    /// attempt: the engine calls it when a run is dropped mid-step, so that
+    /// the step's future is dropped then rather than at its next run.
     fn reset(self: Pin<&mut Self>);
 
     /// Drops the action or compensation attempt in flight, keeping what a

@@ -713,8 +713,8 @@ enum Protocol {
 
 /// A transparent [`Step`] wrapper that checks that the engine drives the
 /// inner step by the protocol documented on [`Step`], and records every
-/// violation in the ledger: `reset` before a run's first `poll_action`; no
-/// action after a successful one in the same run; a compensation only after a
+/// violation in the ledger: no action while a compensation is in flight; a
+/// compensation only after a
 /// successful action, or a failed or cut-short one when the step compensates
 /// failed actions, and again only after a failed compensation of a step that
 /// retries them; a `Pending` method is polled again (or the attempt cancelled
@@ -749,9 +749,10 @@ impl<S> Checked<S> {
 impl<E, S: Step<E>> Step<E> for Checked<S> {
     fn poll_action(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
         let this = self.get_mut();
-        match this.state {
-            Protocol::Reset | Protocol::Acting | Protocol::Acted { ok: false } => {}
-            _ => this.violation("poll_action"),
+        // A new attempt may start in any state (a retry, or a new run, which
+        // calls nothing first) except while a compensation is in flight.
+        if this.state == Protocol::Compensating {
+            this.violation("poll_action");
         }
         let poll = this.inner.as_mut().poll_action(cx);
         this.state = match &poll {
