@@ -253,7 +253,10 @@ enum Phase {
     SequentialBack,
     Forward(Wave),
     Backward(Wave),
+    // Finished; the result is yet to be returned.
     Done,
+    // The result was returned.
+    Reported,
 }
 
 /// The steps `start..end` being run (forward) or compensated (backward).
@@ -855,7 +858,11 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     fn wave(&self) -> Wave {
         match self.phase {
             Phase::Forward(wave) | Phase::Backward(wave) => wave,
-            Phase::Start | Phase::Sequential | Phase::SequentialBack | Phase::Done => {
+            Phase::Start
+            | Phase::Sequential
+            | Phase::SequentialBack
+            | Phase::Done
+            | Phase::Reported => {
                 unreachable!("no wave outside the forward and backward phases")
             }
         }
@@ -991,7 +998,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     fn poll_sequential(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Run { steps, cursor, .. } = self;
         let mut failed = None;
-        for current in steps.iter_mut().skip(*cursor) {
+        while let Some(current) = steps.get_mut(*cursor) {
             match current.as_mut().poll_action(cx) {
                 Poll::Ready(Ok(())) => *cursor += 1,
                 Poll::Ready(Err(error)) => {
@@ -1344,6 +1351,26 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // The fast path first, in a small frame: a step that suspends comes
+        // back here on every wake-up.
+        let fast = match this.phase {
+            Phase::Sequential => this.poll_sequential(cx),
+            Phase::SequentialBack => this.poll_sequential_back(cx),
+            _ => Poll::Ready(()),
+        };
+        if fast.is_pending() {
+            return Poll::Pending;
+        }
+        this.poll_general(cx)
+    }
+}
+
+impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+    /// Everything but the fast path: starting, the lanes machinery, and
+    /// completing with the report.
+    #[inline(never)]
+    fn poll_general(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SagaError<E>>> {
+        let this = self;
         #[cfg(feature = "tracing")]
         let _entered = {
             if this.phase == Phase::Start {
@@ -1366,12 +1393,15 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
                 Phase::SequentialBack => this.poll_sequential_back(cx),
                 Phase::Forward(_) => this.poll_forward(cx),
                 Phase::Backward(_) => this.poll_backward(cx),
-                Phase::Done => panic!("saga `Run` polled after it completed"),
+                Phase::Done => Poll::Ready(()),
+                Phase::Reported => panic!("saga `Run` polled after it completed"),
             };
             if progress.is_pending() {
                 return Poll::Pending;
             }
             if this.phase == Phase::Done {
+                // `Reported` stays behind, so that a further poll panics.
+                this.phase = Phase::Reported;
                 this.set_timer(Slot::Saga, None);
                 let result = match this.failure.take() {
                     None => Ok(()),
@@ -1383,7 +1413,6 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
                 if let Some(observer) = this.policy.observer.as_deref() {
                     observer.saga_finished(result.as_ref().map(drop));
                 }
-                // `Done` stays behind, so that a further poll panics.
                 return Poll::Ready(result);
             }
         }
