@@ -8,14 +8,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use saga_core::{
-    CompensationMode, FnStep, Recovery, Saga, SagaBuilder, SagaError, Step, TypedStep,
+    CompensationMode, FnStep, Recovery, Retry, Saga, SagaBuilder, SagaError, Step, TypedStep,
 };
 
 // ---------------------------------------------------------------------------
@@ -496,9 +496,106 @@ pub struct Token(pub usize);
 
 /// Builds the saga that `shape` describes, recording into `ledger`.
 pub fn build_shape(shape: &Shape, ledger: &Ledger) -> Saga<TestError> {
+    build_grouped(&GroupShape::sequential(shape), ledger)
+}
+
+/// How many of a step's first attempts fail before one succeeds (when its
+/// [`StepSpec`] does not make every attempt fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Flaky {
+    /// The first `action` action attempts fail.
+    pub action: u32,
+    /// The first `undo` compensation attempts fail.
+    pub undo: u32,
+}
+
+/// One block of a [`GroupShape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// A single step (`SagaBuilder::step`).
+    Single,
+    /// A parallel group of this many members (`SagaBuilder::parallel`).
+    Group(usize),
+}
+
+/// A saga of blocks, described: its steps (in order), how they are split
+/// into single steps and parallel groups, flaky attempts, the saga-wide
+/// immediate retry policies, its compensation mode and classifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupShape {
+    /// The steps, in order.
+    pub steps: Vec<StepSpec>,
+    /// The blocks, in order; their sizes add up to `steps.len()`.
+    pub blocks: Vec<Block>,
+    /// Per step (missing entries: [`Flaky::default`]).
+    pub flaky: Vec<Flaky>,
+    /// `SagaBuilder::action_retry(Retry::attempts(n))`, when set.
+    pub action_attempts: Option<u32>,
+    /// `SagaBuilder::compensation_retry(Retry::attempts(n))`, when set.
+    pub compensation_attempts: Option<u32>,
+    /// The saga's compensation mode.
+    pub mode: CompensationMode,
+    /// Whether the saga has a classifier.
+    pub classifier: bool,
+}
+
+impl GroupShape {
+    /// `shape` as a saga of single steps, no retry policy, nothing flaky.
+    pub fn sequential(shape: &Shape) -> Self {
+        GroupShape {
+            steps: shape.steps.clone(),
+            blocks: vec![Block::Single; shape.steps.len()],
+            flaky: Vec::new(),
+            action_attempts: None,
+            compensation_attempts: None,
+            mode: shape.mode,
+            classifier: shape.classifier,
+        }
+    }
+
+    /// Each block's steps, and whether it is a parallel group.
+    pub fn blocks_ranges(&self) -> Vec<(std::ops::Range<usize>, bool)> {
+        let mut start = 0;
+        let ranges: Vec<_> = self
+            .blocks
+            .iter()
+            .map(|block| {
+                let (width, group) = match *block {
+                    Block::Single => (1, false),
+                    Block::Group(width) => (width, true),
+                };
+                assert!(width > 0, "an empty block");
+                start += width;
+                (start - width..start, group)
+            })
+            .collect();
+        assert_eq!(start, self.steps.len(), "the blocks cover the steps");
+        ranges
+    }
+}
+
+/// Builds the saga that `shape` describes, recording into `ledger`.
+pub fn build_grouped(shape: &GroupShape, ledger: &Ledger) -> Saga<TestError> {
     let mut builder = SagaBuilder::new().compensation_mode(shape.mode);
-    for (i, spec) in shape.steps.iter().copied().enumerate() {
-        builder = add_spec(builder, i, spec, ledger);
+    if let Some(attempts) = shape.action_attempts {
+        builder = builder.action_retry(Retry::attempts(attempts));
+    }
+    if let Some(attempts) = shape.compensation_attempts {
+        builder = builder.compensation_retry(Retry::attempts(attempts));
+    }
+    let flaky = |i: usize| shape.flaky.get(i).copied().unwrap_or_default();
+    for (range, group) in shape.blocks_ranges() {
+        if group {
+            builder = builder.parallel(|mut members| {
+                for i in range {
+                    members = add_spec(members, i, shape.steps[i], flaky(i), ledger);
+                }
+                members
+            });
+        } else {
+            let i = range.start;
+            builder = add_spec(builder, i, shape.steps[i], flaky(i), ledger);
+        }
     }
     if shape.classifier {
         let decisions: Vec<Recovery> = shape.steps.iter().map(|spec| spec.recovery).collect();
@@ -510,27 +607,60 @@ pub fn build_shape(shape: &Shape, ledger: &Ledger) -> Saga<TestError> {
     builder.build()
 }
 
+/// Counts a closure step's attempts, and says whether the next one fails.
+#[derive(Debug, Clone)]
+struct Attempts {
+    always: bool,
+    first: u32,
+    made: Arc<AtomicU32>,
+    last_failed: Arc<AtomicBool>,
+}
+
+impl Attempts {
+    fn new(always: bool, first: u32) -> Self {
+        Attempts {
+            always,
+            first,
+            made: Arc::default(),
+            last_failed: Arc::default(),
+        }
+    }
+
+    /// Starts an attempt: whether it fails.
+    fn next_fails(&self) -> bool {
+        let attempt = self.made.fetch_add(1, Ordering::SeqCst) + 1;
+        let fails = self.always || attempt <= self.first;
+        self.last_failed.store(fails, Ordering::SeqCst);
+        fails
+    }
+
+    fn last_failed(&self) -> bool {
+        self.last_failed.load(Ordering::SeqCst)
+    }
+}
+
 fn add_spec(
     builder: SagaBuilder<TestError>,
     i: usize,
     spec: StepSpec,
+    flaky: Flaky,
     ledger: &Ledger,
 ) -> SagaBuilder<TestError> {
     let (a, c) = (ledger.clone(), ledger.clone());
     let StepSpec {
-        action_fails: fails,
-        undo_fails,
         action_yields: ay,
         undo_yields: uy,
         ..
     } = spec;
+    let acts = Attempts::new(spec.action_fails, flaky.action);
+    let undos = Attempts::new(spec.undo_fails, flaky.undo);
     match spec.kind {
         Kind::Fn { compensate_failed } => builder.step(Checked::new(
             ledger,
             i,
             FnStep::new(
-                move || act(a.clone(), i, ay, fails, i),
-                move || undo(c.clone(), i, uy, undo_fails),
+                move || act(a.clone(), i, ay, acts.next_fails(), i),
+                move || undo(c.clone(), i, uy, undos.next_fails()),
             )
             .compensate_failed_action(compensate_failed),
         )),
@@ -538,14 +668,14 @@ fn add_spec(
             ledger,
             i,
             TypedStep::by_value(
-                move || act(a.clone(), i, ay, fails, Token(i)),
+                move || act(a.clone(), i, ay, acts.next_fails(), Token(i)),
                 move |token: Token| {
                     assert_eq!(
                         token,
                         Token(i),
                         "step {i}'s compensation got another step's value"
                     );
-                    undo(c.clone(), i, uy, undo_fails)
+                    undo(c.clone(), i, uy, undos.next_fails())
                 },
             ),
         )),
@@ -553,33 +683,40 @@ fn add_spec(
             ledger,
             i,
             TypedStep::by_ref(
-                move || act(a.clone(), i, ay, fails, Token(i)),
+                move || act(a.clone(), i, ay, acts.next_fails(), Token(i)),
                 move |token: &Token| {
                     assert_eq!(
                         *token,
                         Token(i),
                         "step {i}'s compensation got another step's value"
                     );
-                    undo(c.clone(), i, uy, undo_fails)
+                    undo(c.clone(), i, uy, undos.next_fails())
                 },
             ),
         )),
-        Kind::ByOption => builder.step(Checked::new(
-            ledger,
-            i,
-            TypedStep::by_option(
-                move || act(a.clone(), i, ay, fails, Token(i)),
-                move |token: Option<Token>| {
-                    let expected = if fails { None } else { Some(Token(i)) };
-                    assert_eq!(token, expected, "step {i}'s by-option compensation input");
-                    undo(c.clone(), i, uy, undo_fails)
-                },
-            ),
-        )),
+        Kind::ByOption => {
+            let last = acts.clone();
+            builder.step(Checked::new(
+                ledger,
+                i,
+                TypedStep::by_option(
+                    move || act(a.clone(), i, ay, acts.next_fails(), Token(i)),
+                    move |token: Option<Token>| {
+                        let expected = if last.last_failed() {
+                            None
+                        } else {
+                            Some(Token(i))
+                        };
+                        assert_eq!(token, expected, "step {i}'s by-option compensation input");
+                        undo(c.clone(), i, uy, undos.next_fails())
+                    },
+                ),
+            ))
+        }
         Kind::Custom { compensate_failed } => builder.step(Checked::new(
             ledger,
             i,
-            CustomStep::new(ledger, i, spec, compensate_failed),
+            CustomStep::new(ledger, i, spec, compensate_failed).flaky(flaky),
         )),
     }
 }
@@ -593,6 +730,9 @@ pub struct CustomStep {
     spec: StepSpec,
     compensate_failed: bool,
     state: CustomState,
+    flaky: Flaky,
+    acted: u32,
+    undone: u32,
 }
 
 impl CustomStep {
@@ -604,7 +744,16 @@ impl CustomStep {
             spec,
             compensate_failed,
             state: CustomState::Idle,
+            flaky: Flaky::default(),
+            acted: 0,
+            undone: 0,
         }
+    }
+
+    /// Makes its first attempts fail (see [`Flaky`]).
+    pub fn flaky(mut self, flaky: Flaky) -> Self {
+        self.flaky = flaky;
+        self
     }
 }
 
@@ -623,6 +772,7 @@ impl Step<TestError> for CustomStep {
         let left = match this.state {
             CustomState::Acting { left } => left,
             _ => {
+                this.acted += 1;
                 this.ledger.push(Event::Action(this.index));
                 this.spec.action_yields
             }
@@ -634,11 +784,13 @@ impl Step<TestError> for CustomStep {
         }
         this.ledger.push(Event::ActionDone(this.index));
         this.state = CustomState::Settled;
-        Poll::Ready(if this.spec.action_fails {
-            Err(TestError::Action(this.index))
-        } else {
-            Ok(())
-        })
+        Poll::Ready(
+            if this.spec.action_fails || this.acted <= this.flaky.action {
+                Err(TestError::Action(this.index))
+            } else {
+                Ok(())
+            },
+        )
     }
 
     fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TestError>> {
@@ -647,6 +799,7 @@ impl Step<TestError> for CustomStep {
             CustomState::Undoing { left } => left,
             // After `Ready` (either way), the next call starts a new attempt.
             CustomState::Settled | CustomState::Undone => {
+                this.undone += 1;
                 this.ledger.push(Event::Undo(this.index));
                 this.spec.undo_yields
             }
@@ -658,7 +811,7 @@ impl Step<TestError> for CustomStep {
             return Poll::Pending;
         }
         this.ledger.push(Event::UndoDone(this.index));
-        if this.spec.undo_fails {
+        if this.spec.undo_fails || this.undone <= this.flaky.undo {
             this.state = CustomState::Settled;
             Poll::Ready(Err(TestError::Undo(this.index)))
         } else {
@@ -826,8 +979,13 @@ pub struct Report {
     pub error: TestError,
     /// `failed_step()`.
     pub failed_step: usize,
+    /// `attempts()`: how many attempts the failed step's action made.
+    pub attempts: u32,
     /// `recovery()`.
     pub recovery: Recovery,
+    /// `concurrent_failures()`: the other failed members of the failed
+    /// parallel group, with their attempts, by step.
+    pub concurrent_failures: Vec<(usize, u32)>,
     /// The steps of `compensation_errors()`, in the order reported.
     pub compensation_errors: Vec<usize>,
     /// `uncompensated_steps()`.
@@ -854,12 +1012,25 @@ impl Report {
                 "a compensation error's step"
             );
         }
+        for e in error.concurrent_failures() {
+            assert_eq!(
+                *e.error(),
+                TestError::Action(e.step()),
+                "a concurrent failure's step"
+            );
+        }
         let uncompensated: Vec<usize> = error.uncompensated_steps().collect();
         assert_eq!(error.uncompensated_count(), uncompensated.len());
         Report {
             error: *error.error(),
             failed_step: error.failed_step(),
+            attempts: error.attempts(),
             recovery: error.recovery(),
+            concurrent_failures: error
+                .concurrent_failures()
+                .iter()
+                .map(|e| (e.step(), e.attempts()))
+                .collect(),
             compensation_errors,
             uncompensated,
             fully_compensated: error.is_fully_compensated(),
@@ -887,36 +1058,129 @@ pub fn compensates_own_failure(kind: Kind) -> bool {
     }
 }
 
-/// The reference model: what the rules say a run of `shape` does. Written from
-/// DESIGN.md, not from the engine.
-pub fn model(shape: &Shape) -> Outcome {
-    let mut events = Vec::new();
-    for (i, spec) in shape.steps.iter().enumerate() {
-        // Rule 1: one action at a time, in order.
-        events.push(Event::Action(i));
-        events.push(Event::ActionDone(i));
-        if !spec.action_fails {
-            continue;
-        }
-        // Rule 5: the classifier decides; without one, compensate.
-        // `Retry` with no retry policy (one attempt) then compensates, and the
-        // report says `Compensate`.
-        let recovery = match (shape.classifier, spec.recovery) {
-            (true, Recovery::Propagate) => Recovery::Propagate,
-            _ => Recovery::Compensate,
-        };
-        // Rules 2 and 3: the failing step first (if its kind says so), then
-        // the earlier steps, last first.
-        let mut to_undo: Vec<usize> = Vec::new();
-        if compensates_own_failure(spec.kind) {
-            to_undo.push(i);
-        }
-        to_undo.extend((0..i).rev());
+/// Whether a failed compensation of a step of this kind is attempted again
+/// under a compensation retry policy: not when the compensation consumes the
+/// action's value (by value, by option), which it then no longer has.
+pub fn retries_compensation(kind: Kind) -> bool {
+    !matches!(kind, Kind::ByValue | Kind::ByOption)
+}
 
+/// The reference model: what the rules say a run of `shape` does. Written from
+/// DESIGN.md, not from the engine. A shape of single steps is a
+/// [`GroupShape`] whose blocks are all single steps: see [`model_grouped`].
+pub fn model(shape: &Shape) -> Outcome {
+    model_grouped(&GroupShape::sequential(shape))
+}
+
+/// The reference model of a saga of blocks (single steps and parallel
+/// groups) with immediate retries. Written from DESIGN.md (rules 1-3, 5, 6,
+/// 8) and the documentation of `ParallelGroup`, `CompensationMode`, `Retry`
+/// and `SagaError`:
+///
+/// - Blocks run one after the other; a single step is a block of one.
+/// - All members of a group start; with the default `InFlight::Finish` each
+///   runs to completion (through its retries) even when another failed, but
+///   once one failed for good no member starts a new attempt (its failed
+///   attempt is final).
+/// - Members are polled together, each only when woken: a member whose
+///   attempt suspends `y` times finishes that attempt `y` wake-ups after it
+///   started, and an immediate retry starts at once. Failures are *observed*
+///   in that order, members woken together in member order (the order they
+///   started). The first observed failure is `failed_step`; the other failed
+///   members are `concurrent_failures`, by step.
+/// - Then every member that ran is compensated per rule 3 (pysagas-form and
+///   by-option steps also when their own action failed, by-ref and by-value
+///   not), then the earlier blocks, in reverse. In the sequential modes
+///   the order is descending step order; in the concurrent modes only the
+///   multiset of compensations (and, for `ConcurrentGroups`, block by block
+///   in reverse) is fixed: see [`compare_grouped`].
+/// - A compensation is retried while its policy allows, except by-value and
+///   by-option ones (attempted once). `StopOnError` stops at the first
+///   compensation that still fails: it and everything not compensated are
+///   reported uncompensated. The other modes collect every error.
+pub fn model_grouped(shape: &GroupShape) -> Outcome {
+    let flaky = |i: usize| shape.flaky.get(i).copied().unwrap_or_default();
+    let action_attempts = shape.action_attempts.unwrap_or(1).max(1);
+    let compensation_attempts = shape.compensation_attempts.unwrap_or(1).max(1);
+    let mut events = Vec::new();
+    for (block, _) in shape.blocks_ranges() {
+        let width = block.len();
+        let mut attempt = vec![1u32; width];
+        let mut polls = vec![0u32; width];
+        // `Some(true)`: applied; `Some(false)`: failed for good.
+        let mut outcome: Vec<Option<bool>> = vec![None; width];
+        // (step, attempts, recovery), in the order observed.
+        let mut failures: Vec<(usize, u32, Recovery)> = Vec::new();
+        // One pass per wake-up of the members in flight.
+        while outcome.iter().any(Option::is_none) {
+            for m in 0..width {
+                if outcome[m].is_some() {
+                    continue;
+                }
+                let i = block.start + m;
+                let spec = shape.steps[i];
+                // One poll of member `m` (an immediate retry polls again).
+                loop {
+                    if polls[m] == 0 {
+                        events.push(Event::Action(i));
+                    }
+                    if polls[m] < spec.action_yields {
+                        polls[m] += 1;
+                        break;
+                    }
+                    events.push(Event::ActionDone(i));
+                    let fails = spec.action_fails || attempt[m] <= flaky(i).action;
+                    if !fails {
+                        outcome[m] = Some(true);
+                        break;
+                    }
+                    // Rule 5: the classifier decides; without one, retry
+                    // (by the policy: one attempt unless set), then compensate.
+                    let decision = if shape.classifier {
+                        spec.recovery
+                    } else {
+                        Recovery::Retry
+                    };
+                    if decision == Recovery::Retry
+                        && attempt[m] < action_attempts
+                        && failures.is_empty()
+                    {
+                        attempt[m] += 1;
+                        polls[m] = 0;
+                        continue;
+                    }
+                    let recovery = match decision {
+                        Recovery::Propagate => Recovery::Propagate,
+                        _ => Recovery::Compensate,
+                    };
+                    failures.push((i, attempt[m], recovery));
+                    outcome[m] = Some(false);
+                    break;
+                }
+            }
+        }
+        let Some(&(failed_step, attempts, recovery)) = failures.first() else {
+            continue;
+        };
+        let mut concurrent_failures: Vec<(usize, u32)> = failures[1..]
+            .iter()
+            .map(|&(step, attempts, _)| (step, attempts))
+            .collect();
+        concurrent_failures.sort_unstable();
+        // Rules 2, 3 and 8: the members that ran (by their failed-action
+        // rule), then the earlier steps, last first.
+        let needs = |step: usize| {
+            step < block.start
+                || outcome[step - block.start] == Some(true)
+                || compensates_own_failure(shape.steps[step].kind)
+        };
+        let to_undo: Vec<usize> = (0..block.end).rev().filter(|&s| needs(s)).collect();
         let mut report = Report {
-            error: TestError::Action(i),
-            failed_step: i,
+            error: TestError::Action(failed_step),
+            failed_step,
+            attempts,
             recovery,
+            concurrent_failures,
             compensation_errors: Vec::new(),
             uncompensated: Vec::new(),
             fully_compensated: true,
@@ -927,17 +1191,29 @@ pub fn model(shape: &Shape) -> Outcome {
         } else {
             // Rule 6.
             for (k, &step) in to_undo.iter().enumerate() {
-                events.push(Event::Undo(step));
-                events.push(Event::UndoDone(step));
-                if shape.steps[step].undo_fails {
-                    report.compensation_errors.push(step);
-                    report.uncompensated.push(step);
-                    if shape.mode == CompensationMode::StopOnError {
-                        report.uncompensated.extend_from_slice(&to_undo[k + 1..]);
-                        break;
+                let spec = shape.steps[step];
+                let mut attempt = 1;
+                let undone = loop {
+                    events.push(Event::Undo(step));
+                    events.push(Event::UndoDone(step));
+                    if !(spec.undo_fails || attempt <= flaky(step).undo) {
+                        break true;
                     }
-                } else {
+                    if retries_compensation(spec.kind) && attempt < compensation_attempts {
+                        attempt += 1;
+                        continue;
+                    }
+                    break false;
+                };
+                if undone {
                     report.compensated_count += 1;
+                    continue;
+                }
+                report.compensation_errors.push(step);
+                report.uncompensated.push(step);
+                if shape.mode == CompensationMode::StopOnError {
+                    report.uncompensated.extend_from_slice(&to_undo[k + 1..]);
+                    break;
                 }
             }
         }
@@ -954,17 +1230,120 @@ pub fn model(shape: &Shape) -> Outcome {
     }
 }
 
+/// Compares an observed run of `shape` with the model's `expected` outcome.
+/// In the sequential compensation modes the whole log must match. In the
+/// concurrent ones the forward phase must match exactly; the backward phase
+/// must hold the same compensations (each step's own events in order), for
+/// `ConcurrentGroups` block by block in reverse, and the report the same
+/// compensation errors in any order.
+pub fn compare_grouped(
+    shape: &GroupShape,
+    expected: &Outcome,
+    observed: &Outcome,
+) -> Result<(), String> {
+    let concurrent = matches!(
+        shape.mode,
+        CompensationMode::ConcurrentGroups | CompensationMode::Concurrent
+    );
+    if !concurrent {
+        return if observed == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "shape {shape:#?}\nexpected {expected:#?}\nobserved {observed:#?}"
+            ))
+        };
+    }
+    let differ = |what: &str| {
+        Err(format!(
+            "shape {shape:#?}\n{what}\nexpected {expected:#?}\nobserved {observed:#?}"
+        ))
+    };
+    let split = |events: &[Event]| {
+        let at = events
+            .iter()
+            .position(|event| matches!(event, Event::Undo(_)))
+            .unwrap_or(events.len());
+        let (forward, backward) = events.split_at(at);
+        (forward.to_vec(), backward.to_vec())
+    };
+    let (forward, backward) = split(&expected.events);
+    let (seen_forward, seen_backward) = split(&observed.events);
+    if forward != seen_forward {
+        return differ("the forward phase differs");
+    }
+    if shape.mode == CompensationMode::ConcurrentGroups {
+        let blocks = shape.blocks_ranges();
+        let block_of = |event: &Event| {
+            let (Event::Action(step)
+            | Event::ActionDone(step)
+            | Event::Undo(step)
+            | Event::UndoDone(step)) = *event;
+            blocks
+                .iter()
+                .position(|(range, _)| range.contains(&step))
+                .expect("a step of the shape")
+        };
+        let order: Vec<usize> = seen_backward.iter().map(block_of).collect();
+        if order.windows(2).any(|pair| pair[0] < pair[1]) {
+            return differ("blocks compensated out of reverse order, or interleaved");
+        }
+    }
+    let by_step = |mut events: Vec<Event>| {
+        // Stable: each step's own events keep their order.
+        events.sort_by_key(|event| match *event {
+            Event::Action(step)
+            | Event::ActionDone(step)
+            | Event::Undo(step)
+            | Event::UndoDone(step) => step,
+        });
+        events
+    };
+    if by_step(backward) != by_step(seen_backward) {
+        return differ("the compensations differ");
+    }
+    let unordered = |result: &Result<(), Report>| {
+        result.clone().map_err(|mut report| {
+            report.compensation_errors.sort_unstable();
+            report
+        })
+    };
+    if unordered(&expected.result) != unordered(&observed.result) {
+        return differ("the reports differ");
+    }
+    Ok(())
+}
+
 /// Runs `shape` once (in the current task) and returns what happened, and
 /// the Step-protocol violations its [`Checked`] steps saw.
-pub async fn run_shape_checked(shape: &Shape) -> (Outcome, Vec<String>) {
+pub async fn run_grouped_checked(shape: &GroupShape) -> (Outcome, Vec<String>) {
     let ledger = Ledger::new();
-    let mut saga = build_shape(shape, &ledger);
+    let mut saga = build_grouped(shape, &ledger);
     let result = saga.run().await.map_err(|error| Report::of(&error));
     let outcome = Outcome {
         events: ledger.events(),
         result,
     };
     (outcome, ledger.violations())
+}
+
+/// Runs `shape` and compares the run with the model ([`compare_grouped`]);
+/// `Err` describes the difference or the Step-protocol violations.
+pub async fn check_grouped(shape: &GroupShape) -> Result<(), String> {
+    let expected = model_grouped(shape);
+    let (observed, violations) = run_grouped_checked(shape).await;
+    if !violations.is_empty() {
+        return Err(format!(
+            "shape {shape:#?}\nthe engine broke the Step protocol: {violations:#?}"
+        ));
+    }
+    compare_grouped(shape, &expected, &observed)
+}
+
+/// Runs `shape` once (in the current task) and returns what happened, and
+/// the Step-protocol violations its [`Checked`] steps saw.
+pub async fn run_shape_checked(shape: &Shape) -> (Outcome, Vec<String>) {
+    run_grouped_checked(&GroupShape::sequential(shape)).await
 }
 
 /// Runs `shape` once (in the current task) and returns what happened.
@@ -975,18 +1354,5 @@ pub async fn run_shape(shape: &Shape) -> Outcome {
 /// Runs `shape` and compares the run with the model; `Err` describes the
 /// difference.
 pub async fn check_shape(shape: &Shape) -> Result<(), String> {
-    let expected = model(shape);
-    let (observed, violations) = run_shape_checked(shape).await;
-    if !violations.is_empty() {
-        return Err(format!(
-            "shape {shape:#?}\nthe engine broke the Step protocol: {violations:#?}"
-        ));
-    }
-    if observed == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "shape {shape:#?}\nexpected {expected:#?}\nobserved {observed:#?}"
-        ))
-    }
+    check_grouped(&GroupShape::sequential(shape)).await
 }
