@@ -3,7 +3,7 @@
 //! that order. The car rental first hangs: its timeout cuts the call short,
 //! and the retry gets the answer.
 //!
-//! Run with `cargo run -p saga-async-std --example travel`.
+//! Run with `cargo run -p saga-async-std --example travel_async_std`.
 #![allow(
     clippy::std_instead_of_core,
     clippy::std_instead_of_alloc,

@@ -127,18 +127,10 @@ use saga_core::{Aborted, Panicked, Saga, SagaBuilder, Step, Timed, TimedOut};
 pub type Blocking<T, E> = saga_core::rt::Blocking<AsyncStdPool, T, E>;
 
 /// Turns a synchronous function into an action or a compensation that runs it
-/// on async-std's blocking pool, so it never stalls the runtime's workers.
-///
-/// The result is a closure to pass to `add_step` (or `add_step_with`, or
-/// `FnStep::new`), as the action, the compensation, or both. Each call starts
-/// one attempt: a retry, or another run of the saga, calls `f` again. A panic
-/// inside `f` becomes `E::from(Panicked)` with the panic message, a failed
-/// attempt like any other.
-///
-/// A blocking function cannot be stopped once it started: when a timeout or
-/// an abort cuts its attempt short, the saga goes on (the attempt counts as
-/// failed and possibly applied, and is compensated per the step's rule) while
-/// `f` runs to its end on the pool.
+/// on async-std's blocking pool, so it never stalls the runtime's workers: a panic
+/// in `f` is a failed attempt, and `f` runs to its end even when its attempt
+/// is cut short. See [`saga_core::rt::blocking`], which this is with
+/// [`AsyncStdPool`].
 #[doc = include_str!("doc/blocking.md")]
 pub fn blocking<F, T, E>(f: F) -> impl Fn() -> Blocking<T, E> + Send + Sync + 'static
 where

@@ -82,8 +82,11 @@ pub(crate) struct Scratch<E> {
     lanes: Lanes<E>,
     // How many lanes have a step in flight.
     busy: usize,
-    // Free lanes other than lane 0, which is taken first when free.
+    // Lanes other than lane 0 freed during this wave, to reuse first.
     spare: Vec<usize>,
+    // Lanes `fresh..` have not been used in this wave. A wave takes lanes in
+    // index order, so its members are polled in member order, run after run.
+    fresh: usize,
     // Per member of the block in the forward phase.
     outcomes: Outcomes,
     // `None` when no block needs more than one lane.
@@ -99,7 +102,8 @@ impl<E> Scratch<E> {
                 rest: (1..lanes).map(|_| Lane::default()).collect(),
             },
             busy: 0,
-            spare: (1..lanes).rev().collect(),
+            spare: Vec::with_capacity(lanes - 1),
+            fresh: 1,
             outcomes: Outcomes {
                 single: Outcome::NotStarted,
                 many: Vec::with_capacity(if widest_block > 1 { widest_block } else { 0 }),
@@ -521,7 +525,18 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         if self.scratch.lanes[0].stage == Stage::Free {
             return Some(0);
         }
-        self.scratch.spare.pop()
+        if let Some(lane) = self.scratch.spare.pop() {
+            return Some(lane);
+        }
+        let lane = self.scratch.fresh;
+        self.scratch.fresh += 1;
+        (lane < self.scratch.lanes.len()).then_some(lane)
+    }
+
+    /// A wave starts: every lane is free, and taken in index order again.
+    fn reset_pool(&mut self) {
+        self.scratch.spare.clear();
+        self.scratch.fresh = 1;
     }
 
     /// Frees a lane whose step ended.
@@ -773,6 +788,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             None => (start + 1, 1, InFlight::Finish),
         };
         self.scratch.outcomes.reset(end - start);
+        self.reset_pool();
         Phase::Forward(Wave {
             start,
             end,
@@ -811,6 +827,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             }
             _ => (group.map_or(last, |group| group.members.start), 1),
         };
+        self.reset_pool();
         Phase::Backward(Wave {
             start,
             end,

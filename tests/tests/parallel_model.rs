@@ -407,7 +407,6 @@ fn rerun_shape() -> GroupShape {
 }
 
 #[test]
-#[ignore = "engine bug: a saga run again observes simultaneous failures of a group in another order (lanes are recycled LIFO, and woken lanes are polled by lane index)"]
 fn running_a_group_again_reports_the_same_failed_step() {
     let shape = rerun_shape();
     let expected = model_grouped(&shape);
@@ -424,7 +423,6 @@ fn running_a_group_again_reports_the_same_failed_step() {
 }
 
 #[test]
-#[ignore = "engine bug: in one run, a second group of 3 or more observes simultaneous failures out of member order (lanes recycled LIFO by the first group)"]
 fn a_second_wide_group_observes_failures_in_member_order() {
     // Two groups of 3 with ready futures; in the second, members 4 and 5
     // fail at once. Member 4 started first, as in the first group (where
