@@ -71,6 +71,8 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     cursor: usize,
     // Compensations the fast path completed, not yet in the report.
     compensated: usize,
+    // The fast path returned `Pending`: the step at `cursor` is in flight.
+    resumed: bool,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -337,7 +339,9 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         scratch: &'a mut Scratch<E>,
         clock: Option<Clock<'a, E>>,
     ) -> Self {
-        let fast = clock.is_none()
+        // A clock is only needed per step for timeouts; backoff happens after
+        // a failure, in the lanes machinery.
+        let fast = !policy.has_timeouts()
             && groups.is_empty()
             && policy.observer.is_none()
             && cfg!(not(feature = "tracing"));
@@ -357,6 +361,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             fast,
             cursor: 0,
             compensated: 0,
+            resumed: false,
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
         }
@@ -377,7 +382,6 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             handle: handle.clone(),
             aborted: E::from,
         });
-        self.fast = false;
         self
     }
 
@@ -779,10 +783,16 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         if start == self.steps.len() {
             return Phase::Done;
         }
-        if self.fast {
+        if self.fast && self.interrupt.is_none() {
             self.cursor = start;
+            self.resumed = false;
             return Phase::Sequential;
         }
+        self.lanes_wave(start)
+    }
+
+    /// The forward wave over the block at `start`, in the lanes machinery.
+    fn lanes_wave(&mut self, start: usize) -> Phase {
         let (end, limit, on_failure) = match self.group_of(start) {
             Some(group) => (group.members.end, group.limit, group.on_failure),
             None => (start + 1, 1, InFlight::Finish),
@@ -1013,7 +1023,20 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// a failure hands over to the lanes machinery (retries, compensation).
     #[inline]
     fn poll_sequential(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Run { steps, cursor, .. } = self;
+        let resumed = core::mem::take(&mut self.resumed);
+        if let Some(abort) = &self.abort {
+            if abort.handle.poll_aborted(cx) {
+                self.sequential_aborted(resumed);
+                return Poll::Ready(());
+            }
+        }
+        let Run {
+            steps,
+            cursor,
+            abort,
+            resumed,
+            ..
+        } = self;
         let mut failed = None;
         while let Some(current) = steps.get_mut(*cursor) {
             match current.as_mut().poll_action(cx) {
@@ -1022,7 +1045,18 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
                     failed = Some(error);
                     break;
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    *resumed = true;
+                    return Poll::Pending;
+                }
+            }
+            // An abort stops the saga before its next action.
+            if abort
+                .as_ref()
+                .is_some_and(|abort| abort.handle.is_aborted())
+            {
+                self.sequential_aborted(false);
+                return Poll::Ready(());
             }
         }
         match failed {
@@ -1030,6 +1064,20 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             Some(error) => self.sequential_failed(self.cursor, Kind::Action, error),
         }
         Poll::Ready(())
+    }
+
+    /// An abort reached the fast path: the lanes machinery handles it, with
+    /// the step at the cursor in flight (`in_flight`) or not started.
+    #[cold]
+    #[inline(never)]
+    fn sequential_aborted(&mut self, in_flight: bool) {
+        if self.cursor == self.steps.len() {
+            self.phase = Phase::Done;
+        } else if in_flight {
+            self.enter_lane(self.cursor, Kind::Action);
+        } else {
+            self.phase = self.lanes_wave(self.cursor);
+        }
     }
 
     /// Compensates steps one after the other, last first, while they succeed

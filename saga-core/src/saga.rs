@@ -96,6 +96,17 @@ impl<E> Policy<E> {
     pub(crate) fn step(&self, step: usize) -> Effective<'_> {
         Effective::lookup(&self.overrides, &self.defaults, step)
     }
+
+    /// Whether any action or compensation, or the saga, has a timeout: then
+    /// every attempt needs a timer, and the sequential fast path is off.
+    pub(crate) fn has_timeouts(&self) -> bool {
+        let timed = |data: &PolicyData| {
+            data.action_timeout.is_some() || data.compensation_timeout.is_some()
+        };
+        self.saga_timeout.is_some()
+            || timed(&self.defaults)
+            || self.overrides.iter().any(|(_, data)| timed(data))
+    }
 }
 
 impl<E> Default for Policy<E> {
