@@ -4,8 +4,8 @@
 //! **compensation**. The actions run one after another; when one fails, the
 //! compensations undo what was done, in reverse order. This crate is the
 //! runtime-free core: it runs on any executor (tokio, async-std, smol,
-//! embassy, a hand-written `block_on`), needs only `alloc`, and contains no
-//! `unsafe`.
+//! embassy, a hand-written `block_on`), needs only `alloc`, and is written
+//! in safe Rust only (`#![forbid(unsafe_code)]`).
 //!
 //! # Examples
 //!
