@@ -113,6 +113,8 @@
 //! not `panic = "abort"`.
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 mod pool;
 mod sleep;
 

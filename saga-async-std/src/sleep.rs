@@ -1,17 +1,20 @@
 //! [`AsyncStdSleeper`]: async-std's timer as a saga's [`Sleeper`].
 
+use alloc::boxed::Box;
+use core::future::Future;
+use core::pin::Pin;
 use core::time::Duration;
 
-use async_io::Timer;
-use saga_core::{Discard, Sleeper};
+use saga_core::Sleeper;
 
 /// async-std's timer, as the [`Sleeper`] behind a saga's retry backoff and
 /// timeouts: [`SagaBuilder::sleeper`](saga_core::SagaBuilder::sleeper)`(AsyncStdSleeper::new())`,
 /// or [`builder`](crate::builder), which does it for you.
 ///
-/// Its sleeps are `async_io::Timer`s, the timer under `async_std::task::sleep`
-/// (named here so that a sleep is not boxed). They need no runtime context:
-/// the saga may run on async-std, smol or any executor.
+/// Its sleeps are `async_std::task::sleep`. async-std gives that future no
+/// name, so each sleep is boxed: one allocation per timeout or backoff wait
+/// (a saga without timeouts or backoff never sleeps). They need no runtime
+/// context: the saga may run on async-std, smol or any executor.
 ///
 /// # Examples
 ///
@@ -48,12 +51,10 @@ impl AsyncStdSleeper {
 }
 
 impl Sleeper for AsyncStdSleeper {
-    /// The timer with its `Instant` output discarded.
-    type Sleep = Discard<Timer>;
+    /// `async_std::task::sleep`, boxed.
+    type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
     fn sleep(&self, duration: Duration) -> Self::Sleep {
-        // Any `Fn(Duration) -> impl Future` is a sleeper whose sleeps are `Discard`ed.
-        let after: fn(Duration) -> Timer = Timer::after;
-        after.sleep(duration)
+        Box::pin(async_std::task::sleep(duration))
     }
 }
