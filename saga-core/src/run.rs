@@ -1021,7 +1021,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
     /// Runs actions one after the other while they succeed at once or suspend;
     /// a failure hands over to the lanes machinery (retries, compensation).
-    #[inline]
+    #[inline(always)]
     fn poll_sequential(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let resumed = core::mem::take(&mut self.resumed);
         if let Some(abort) = &self.abort {
@@ -1037,6 +1037,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             resumed,
             ..
         } = self;
+        let abort = abort.as_ref().map(|abort| &abort.handle);
         let mut failed = None;
         while let Some(current) = steps.get_mut(*cursor) {
             match current.as_mut().poll_action(cx) {
@@ -1051,10 +1052,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
                 }
             }
             // An abort stops the saga before its next action.
-            if abort
-                .as_ref()
-                .is_some_and(|abort| abort.handle.is_aborted())
-            {
+            if abort.is_some_and(AbortHandle::is_aborted) {
                 self.sequential_aborted(false);
                 return Poll::Ready(());
             }
