@@ -1,0 +1,76 @@
+//! Transitions, for the observer and the `tracing` feature.
+
+use core::time::Duration;
+
+use super::{Kind, Run};
+use crate::{Observer, Step, StepRef};
+
+/// A transition, for the observer (and `tracing`).
+pub(super) enum Transition<'e, E> {
+    Started(Kind, u32),
+    Succeeded(Kind, u32),
+    Failed(Kind, u32, &'e E),
+    Retried(Kind, u32, Duration),
+    Aborted,
+    DeadlinePassed,
+}
+
+impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+    pub(super) fn transition(&self, step: usize, transition: Transition<'_, E>) {
+        #[cfg(feature = "tracing")]
+        crate::trace::transition(transition_label(&transition));
+        let Some(observer) = self.policy.observer.as_deref() else {
+            return;
+        };
+        let at = StepRef {
+            index: step,
+            name: self.steps[step].name(),
+        };
+        notify(observer, at, transition);
+    }
+}
+
+fn notify<E>(
+    observer: &(dyn Observer<E> + Send + Sync),
+    at: StepRef<'_>,
+    transition: Transition<'_, E>,
+) {
+    match transition {
+        Transition::Started(Kind::Action, attempt) => observer.action_started(at, attempt),
+        Transition::Started(Kind::Compensation, attempt) => {
+            observer.compensation_started(at, attempt)
+        }
+        Transition::Succeeded(Kind::Action, attempt) => observer.action_succeeded(at, attempt),
+        Transition::Succeeded(Kind::Compensation, attempt) => {
+            observer.compensation_succeeded(at, attempt)
+        }
+        Transition::Failed(Kind::Action, attempt, error) => {
+            observer.action_failed(at, attempt, error)
+        }
+        Transition::Failed(Kind::Compensation, attempt, error) => {
+            observer.compensation_failed(at, attempt, error)
+        }
+        Transition::Retried(Kind::Action, next, delay) => observer.action_retried(at, next, delay),
+        Transition::Retried(Kind::Compensation, next, delay) => {
+            observer.compensation_retried(at, next, delay)
+        }
+        Transition::Aborted => observer.aborted(at),
+        Transition::DeadlinePassed => observer.deadline_passed(at),
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn transition_label<E>(transition: &Transition<'_, E>) -> (&'static str, u32) {
+    match *transition {
+        Transition::Started(Kind::Action, attempt) => ("action started", attempt),
+        Transition::Started(Kind::Compensation, attempt) => ("compensation started", attempt),
+        Transition::Succeeded(Kind::Action, attempt) => ("action succeeded", attempt),
+        Transition::Succeeded(Kind::Compensation, attempt) => ("compensation succeeded", attempt),
+        Transition::Failed(Kind::Action, attempt, _) => ("action failed", attempt),
+        Transition::Failed(Kind::Compensation, attempt, _) => ("compensation failed", attempt),
+        Transition::Retried(Kind::Action, next, _) => ("action retried", next),
+        Transition::Retried(Kind::Compensation, next, _) => ("compensation retried", next),
+        Transition::Aborted => ("aborted", 0),
+        Transition::DeadlinePassed => ("deadline passed", 0),
+    }
+}
