@@ -59,7 +59,6 @@
 //!    error. [`SagaError`] says which steps are left applied.
 //! 7. Nothing in flight is abandoned, except by a timeout or an abort that
 //!    cuts it short; a step cut short counts as failed and possibly applied.
-//!
 //! 8. Parallel groups ([`SagaBuilder::parallel`]) run their members
 //!    concurrently; when one fails, the others finish (or are cut short, by
 //!    [`ParallelGroup::on_failure`]), then every member that ran is
@@ -88,10 +87,17 @@
 //! # `no_std`
 //!
 //! The crate is `#![no_std]` and uses `alloc` for the step list and the
-//! error report. It builds for targets such as `thumbv7em-none-eabihf`.
+//! error report. It builds for targets such as `thumbv7em-none-eabihf` (the
+//! abort handle and parallel groups use atomics, so targets need
+//! pointer-sized atomics).
+//!
+//! # Features
+//!
+//! - `tracing` (off): a span per run and per step, an event per transition.
+//! - `std` (off): the `rt` module, the runtime-independent glue the runtime adapters
+//!   share: panics as failed steps, detached runs, blocking steps.
 #![no_std]
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 extern crate alloc;
