@@ -6,7 +6,7 @@ use core::task::{Context, Poll};
 
 use super::scratch::{Outcome, Stage};
 use super::{Ending, Kind, Phase, Run, Wave};
-use crate::{AbortHandle, InFlight, Step};
+use crate::{AbortHandle, CompensationMode, InFlight, Recovery, Step, StepFailure};
 
 impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// Runs actions one after the other while they succeed at once or suspend;
@@ -140,6 +140,15 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     #[cold]
     #[inline(never)]
     pub(super) fn sequential_failed(&mut self, step: usize, kind: Kind, error: E) {
+        // Nothing to retry and nothing to classify: settle it here.
+        let policy = self.policy.step(step);
+        let retry = match kind {
+            Kind::Action => self.policy.classify.is_some() || policy.action_retry().is_some(),
+            Kind::Compensation => policy.compensation_retry().is_some(),
+        };
+        if !retry {
+            return self.settle_failure(step, kind, error);
+        }
         self.enter_lane(step, kind);
         self.polling = Some(0);
         let end = self.after_attempt_error(0, kind, false, error, Ending::Failed);
@@ -148,6 +157,41 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             match kind {
                 Kind::Action => self.end_member(end, step),
                 Kind::Compensation => self.end_compensation(end),
+            }
+        }
+    }
+
+    /// A failure with no retry to make: recorded as the lanes machinery would,
+    /// and the fast path goes on (backward), or the run ends.
+    #[cold]
+    #[inline(never)]
+    fn settle_failure(&mut self, step: usize, kind: Kind, error: E) {
+        let failure = StepFailure {
+            step,
+            error,
+            attempts: 1,
+            timed_out: false,
+            compensation: false,
+        };
+        match kind {
+            Kind::Action => {
+                self.record_failure(failure, Recovery::Compensate);
+                // The failing step first, when it compensates a failed action.
+                self.cursor = step + usize::from(self.steps[step].compensates_failed_action());
+                self.phase = Phase::SequentialBack;
+            }
+            Kind::Compensation => {
+                let stop = self.policy.compensation_mode == CompensationMode::StopOnError;
+                let Some(report) = &mut self.failure else {
+                    unreachable!("the backward phase always has a failure to report")
+                };
+                report.record_compensation_error(failure);
+                if stop {
+                    report.record_never_compensated(0..step);
+                    self.phase = Phase::Done;
+                } else {
+                    self.cursor = step;
+                }
             }
         }
     }
