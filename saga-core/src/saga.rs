@@ -41,6 +41,8 @@ pub struct Saga<E, S: ?Sized = dyn Step<E> + Send + 'static> {
     groups: Vec<GroupSpec>,
     scratch: Scratch<E>,
     clock: Option<SagaClock<E>>,
+    // Whether runs may take the sequential fast path: decided once, here.
+    fast: bool,
 }
 
 /// The saga's timers, boxed once at build, and how a timeout becomes an `E`.
@@ -131,12 +133,19 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
         scratch: Scratch<E>,
         clock: Option<SagaClock<E>>,
     ) -> Self {
+        // Single steps, no per-attempt timer (backoff only follows a
+        // failure, in the lanes machinery), nothing observing transitions.
+        let fast = !policy.has_timeouts()
+            && groups.is_empty()
+            && policy.observer.is_none()
+            && cfg!(not(feature = "tracing"));
         Saga {
             steps,
             policy,
             groups,
             scratch,
             clock,
+            fast,
         }
     }
 
@@ -161,6 +170,7 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
             &self.groups,
             &mut self.scratch,
             clock,
+            self.fast,
         )
     }
 

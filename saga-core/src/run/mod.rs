@@ -170,13 +170,8 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         groups: &'a [GroupSpec],
         scratch: &'a mut Scratch<E>,
         clock: Option<Clock<'a, E>>,
+        fast: bool,
     ) -> Self {
-        // A clock is only needed per step for timeouts; backoff happens after
-        // a failure, in the lanes machinery.
-        let fast = !policy.has_timeouts()
-            && groups.is_empty()
-            && policy.observer.is_none()
-            && cfg!(not(feature = "tracing"));
         Run {
             steps,
             policy,
