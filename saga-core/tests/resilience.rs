@@ -20,20 +20,30 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// An action that fails with `Transient(call)` for its first `fails` calls.
-fn flaky(
+/// A closure that fails with `error(call)` for its first `fails` calls,
+/// counting its calls.
+fn failing_first(
     calls: &Arc<AtomicU32>,
     fails: u32,
+    error: fn(u32) -> TestError,
 ) -> impl FnMut() -> std::future::Ready<Result<(), TestError>> + Send + 'static {
     let calls = calls.clone();
     move || {
         let call = calls.fetch_add(1, Ordering::SeqCst);
         ready(if call < fails {
-            Err(TestError::Transient(call))
+            Err(error(call))
         } else {
             Ok(())
         })
     }
+}
+
+/// An action that fails with `Transient(call)` for its first `fails` calls.
+fn flaky(
+    calls: &Arc<AtomicU32>,
+    fails: u32,
+) -> impl FnMut() -> std::future::Ready<Result<(), TestError>> + Send + 'static {
+    failing_first(calls, fails, TestError::Transient)
 }
 
 /// A compensation that fails with `Undo(call)` for its first `fails` calls.
@@ -41,15 +51,7 @@ fn flaky_undo(
     calls: &Arc<AtomicU32>,
     fails: u32,
 ) -> impl FnMut() -> std::future::Ready<Result<(), TestError>> + Send + 'static {
-    let calls = calls.clone();
-    move || {
-        let call = calls.fetch_add(1, Ordering::SeqCst);
-        ready(if call < fails {
-            Err(TestError::Undo(call))
-        } else {
-            Ok(())
-        })
-    }
+    failing_first(calls, fails, TestError::Undo)
 }
 
 fn ok() -> std::future::Ready<Result<(), TestError>> {
