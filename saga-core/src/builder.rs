@@ -8,9 +8,9 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::time::Duration;
 
-use crate::group::GroupSpec;
+use crate::plan::Plan;
 use crate::run::Scratch;
-use crate::saga::{Policy, SagaClock};
+use crate::saga::SagaClock;
 use crate::sleep::{SleeperTimers, Timers};
 use crate::typed_step::{ByRef, ByValue};
 use crate::{
@@ -67,8 +67,7 @@ use crate::{
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SagaBuilder<E, S: ?Sized = dyn Step<E> + Send + 'static, T = Untimed> {
     steps: Vec<Pin<Box<S>>>,
-    policy: Policy<E>,
-    groups: Vec<GroupSpec>,
+    plan: Plan<E>,
     clock: Option<ClockFactory<E>>,
     timing: PhantomData<fn() -> T>,
 }
@@ -140,8 +139,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
     fn empty() -> Self {
         SagaBuilder {
             steps: Vec::new(),
-            policy: Policy::default(),
-            groups: Vec::new(),
+            plan: Plan::default(),
             clock: None,
             timing: PhantomData,
         }
@@ -190,8 +188,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
             move |lanes| -> Box<dyn Timers> { Box::new(SleeperTimers::new(sleeper, lanes)) };
         SagaBuilder {
             steps: self.steps,
-            policy: self.policy,
-            groups: self.groups,
+            plan: self.plan,
             clock: Some(ClockFactory {
                 timers: Box::new(timers),
                 timed_out: E::from,
@@ -207,7 +204,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S, Timed> {
     /// as failed and possibly applied, and fails with `E::from(TimedOut)`,
     /// which the classifier sees like any error (so it can be retried).
     pub fn action_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.defaults.action_timeout = Some(timeout);
+        self.plan.defaults.action_timeout = Some(timeout);
         self
     }
 
@@ -215,7 +212,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S, Timed> {
     /// [`StepPolicy`] overrides it. A timed-out attempt counts as failed and
     /// is retried per the compensation retry policy.
     pub fn compensation_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.defaults.compensation_timeout = Some(timeout);
+        self.plan.defaults.compensation_timeout = Some(timeout);
         self
     }
 
@@ -226,7 +223,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S, Timed> {
     /// subject to it (they are bounded by their own timeouts and retries), so
     /// a deadline never leaves work half undone.
     pub fn saga_timeout(mut self, timeout: Duration) -> Self {
-        self.policy.saga_timeout = Some(timeout);
+        self.plan.saga_timeout = Some(timeout);
         self
     }
 }
@@ -252,7 +249,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
         S: StepSlot<X>,
         T: Permits<P>,
     {
-        self.policy
+        self.plan
             .overrides
             .push((self.steps.len(), policy.into_data()));
         self.step(step)
@@ -308,7 +305,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     where
         T: Permits<P>,
     {
-        self.policy.defaults.action_retry = Some(retry.into_spec());
+        self.plan.defaults.action_retry = Some(retry.into_spec());
         self
     }
 
@@ -345,7 +342,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     where
         T: Permits<P>,
     {
-        self.policy.defaults.compensation_retry = Some(retry.into_spec());
+        self.plan.defaults.compensation_retry = Some(retry.into_spec());
         self
     }
 
@@ -397,13 +394,13 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     /// limit, and what happens to the members in flight when one fails.
     pub fn parallel_with(self, group: ParallelGroup, members: impl FnOnce(Self) -> Self) -> Self {
         let start = self.steps.len();
-        let groups_before = self.groups.len();
+        let groups_before = self.plan.groups.len();
         let mut built = members(self);
         // A group nested inside merges into this one.
-        built.groups.truncate(groups_before);
+        built.plan.groups.truncate(groups_before);
         let end = built.steps.len();
         if end > start {
-            built.groups.push(group.spec(start..end));
+            built.plan.groups.push(group.spec(start..end));
         }
         built
     }
@@ -414,14 +411,14 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     where
         O: Observer<E> + Send + Sync + 'static,
     {
-        self.policy.observer = Some(Box::new(observer));
+        self.plan.observer = Some(Box::new(observer));
         self
     }
 
     /// What an [abort](crate::AbortHandle) does to the action in flight: let
     /// it finish (the default) or cut it short.
     pub fn on_abort(mut self, in_flight: InFlight) -> Self {
-        self.policy.on_abort = in_flight;
+        self.plan.on_abort = in_flight;
         self
     }
 
@@ -540,7 +537,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     where
         F: Fn(&E) -> Recovery + Send + Sync + 'static,
     {
-        self.policy.classify = Some(Box::new(classify));
+        self.plan.classify = Some(Box::new(classify));
         self
     }
 
@@ -564,36 +561,20 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     /// assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [1]);
     /// ```
     pub fn compensation_mode(mut self, mode: CompensationMode) -> Self {
-        self.policy.compensation_mode = mode;
+        self.plan.compensation_mode = mode;
         self
     }
 
     /// Builds the saga: sizes the lanes (one per step that can be in flight
     /// at a time), their wakers and timers, once for every run.
     pub fn build(self) -> Saga<E, S> {
-        let widest = self
-            .groups
-            .iter()
-            .map(|group| group.members.len())
-            .max()
-            .unwrap_or(1);
-        let busiest = self
-            .groups
-            .iter()
-            .map(|group| group.limit)
-            .max()
-            .unwrap_or(1);
-        let lanes = match self.policy.compensation_mode {
-            CompensationMode::Concurrent => busiest.max(self.steps.len()),
-            _ => busiest,
-        }
-        .max(1);
-        let scratch = Scratch::new(lanes, widest);
+        let lanes = self.plan.lanes(self.steps.len());
+        let scratch = Scratch::new(lanes, self.plan.widest_group());
         let clock = self.clock.map(|clock| SagaClock {
             timers: (clock.timers)(lanes),
             timed_out: clock.timed_out,
         });
-        Saga::from_parts(self.steps, self.policy, self.groups, scratch, clock)
+        Saga::from_parts(self.steps, self.plan, scratch, clock)
     }
 }
 
@@ -601,10 +582,10 @@ impl<E, S: ?Sized, T> fmt::Debug for SagaBuilder<E, S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SagaBuilder")
             .field("steps", &self.steps.len())
-            .field("classify", &self.policy.classify.is_some())
-            .field("compensation_mode", &self.policy.compensation_mode)
-            .field("groups", &self.groups)
-            .field("observed", &self.policy.observer.is_some())
+            .field("classify", &self.plan.classify.is_some())
+            .field("compensation_mode", &self.plan.compensation_mode)
+            .field("groups", &self.plan.groups)
+            .field("observed", &self.plan.observer.is_some())
             .field("timed", &self.clock.is_some())
             .finish()
     }

@@ -104,10 +104,6 @@ impl<E> SagaError<E> {
         self.report.compensated += 1;
     }
 
-    pub(crate) fn record_compensated_many(&mut self, count: usize) {
-        self.report.compensated += count;
-    }
-
     pub(crate) fn record_compensation_error(&mut self, mut failure: StepFailure<E>) {
         failure.compensation = true;
         self.report.left_applied.push(failure.step);

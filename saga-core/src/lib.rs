@@ -110,8 +110,8 @@ mod error;
 mod fn_step;
 mod group;
 mod interrupt;
-mod lanes;
 mod observer;
+mod plan;
 mod policy;
 mod retry;
 #[cfg(feature = "std")]

@@ -20,7 +20,12 @@ pub struct StepRef<'a> {
 /// nothing by default; implement those you need.
 ///
 /// An observer gets shared references only and is called between
-/// transitions, so it cannot change what the run does. It is `no_std`: a
+/// transitions, so it cannot change what the run does: a saga runs the same
+/// with or without one (and with or without the `tracing` feature). An
+/// observer that panics is a bug: the panic unwinds out of the run's `poll`,
+/// and under `rt::CatchPanics` (or a runtime adapter's `spawn`) it fails the
+/// forward phase instead and the observer is not called again in that run
+/// (see [`Run::fail_in_flight`](crate::Run::fail_in_flight)). It is `no_std`: a
 /// recorder, a logger or a metrics sink all fit. Set one with
 /// [`SagaBuilder::observer`](crate::SagaBuilder::observer); a saga without
 /// one pays a single branch per transition.
@@ -76,9 +81,19 @@ pub trait Observer<E> {
         let _ = (step, attempt);
     }
 
-    /// An action attempt failed, timed out or was cut short, with this error.
+    /// An action attempt failed or timed out, or was cut short by an abort
+    /// (`E::from(Aborted)`), the saga's deadline (`E::from(TimedOut)`) or a
+    /// panic (`E::from(Panicked)`), with this error.
     fn action_failed(&self, step: StepRef<'_>, attempt: u32, error: &E) {
         let _ = (step, attempt, error);
+    }
+
+    /// An action attempt was cut short because another member of its
+    /// parallel group failed (see
+    /// [`ParallelGroup::on_failure`](crate::ParallelGroup::on_failure)); it
+    /// has no error of its own.
+    fn action_cut_short(&self, step: StepRef<'_>, attempt: u32) {
+        let _ = (step, attempt);
     }
 
     /// A failed action will be attempted again (attempt number `next_attempt`)
@@ -139,6 +154,10 @@ impl<E, O: Observer<E> + ?Sized> Observer<E> for Arc<O> {
 
     fn action_failed(&self, step: StepRef<'_>, attempt: u32, error: &E) {
         (**self).action_failed(step, attempt, error);
+    }
+
+    fn action_cut_short(&self, step: StepRef<'_>, attempt: u32) {
+        (**self).action_cut_short(step, attempt);
     }
 
     fn action_retried(&self, step: StepRef<'_>, next_attempt: u32, delay: Duration) {

@@ -109,7 +109,8 @@ impl Retry<Timed> {
     /// make it constant).
     pub fn factor(mut self, factor: u32) -> Self {
         if let Backoff::Exponential { factor: f, .. } = &mut self.spec.backoff {
-            *f = factor;
+            // 0 would make every wait after the first zero: constant, as 1.
+            *f = factor.max(1);
         }
         self
     }
@@ -161,12 +162,26 @@ impl RetrySpec {
     }
 
     pub(crate) fn delay_before(&self, attempt: u32) -> Duration {
+        let delay = self.backoff_before(attempt);
+        match &self.jitter {
+            Some(jitter) if !delay.is_zero() => jitter(delay),
+            _ => delay,
+        }
+    }
+
+    /// The jitter function, if any.
+    pub(crate) fn jitter(&self) -> Option<&(dyn Fn(Duration) -> Duration + Send + Sync)> {
+        self.jitter.as_deref()
+    }
+
+    /// The wait before `attempt`, before jitter.
+    pub(crate) fn backoff_before(&self, attempt: u32) -> Duration {
         let retry = attempt.saturating_sub(1);
         if retry == 0 {
             return Duration::ZERO;
         }
-        let delay = match self.backoff {
-            Backoff::None => return Duration::ZERO,
+        match self.backoff {
+            Backoff::None => Duration::ZERO,
             Backoff::Constant(delay) => delay,
             Backoff::Exponential {
                 initial,
@@ -176,10 +191,6 @@ impl RetrySpec {
                 .checked_pow(retry - 1)
                 .and_then(|growth| initial.checked_mul(growth))
                 .map_or(max, |delay| delay.min(max)),
-        };
-        match &self.jitter {
-            Some(jitter) => jitter(delay),
-            None => delay,
         }
     }
 }

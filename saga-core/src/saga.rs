@@ -5,13 +5,10 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
 
-use core::time::Duration;
-
-use crate::group::GroupSpec;
-use crate::policy::{Effective, Overrides, PolicyData};
-use crate::run::{Clock, Scratch};
+use crate::plan::Plan;
+use crate::run::Scratch;
 use crate::sleep::Timers;
-use crate::{CompensationMode, InFlight, Observer, Recovery, Run, Step, TimedOut};
+use crate::{CompensationMode, Run, Step, TimedOut};
 
 /// A saga: an ordered list of steps, run with [`Saga::run`].
 ///
@@ -37,12 +34,9 @@ use crate::{CompensationMode, InFlight, Observer, Recovery, Run, Step, TimedOut}
 /// ```
 pub struct Saga<E, S: ?Sized = dyn Step<E> + Send + 'static> {
     steps: Vec<Pin<Box<S>>>,
-    policy: Policy<E>,
-    groups: Vec<GroupSpec>,
+    plan: Plan<E>,
     scratch: Scratch<E>,
     clock: Option<SagaClock<E>>,
-    // Whether runs may take the sequential fast path: decided once, here.
-    fast: bool,
 }
 
 /// The saga's timers, boxed once at build, and how a timeout becomes an `E`.
@@ -74,78 +68,18 @@ pub(crate) struct SagaClock<E> {
 /// ```
 pub type LocalSaga<E> = Saga<E, dyn Step<E> + 'static>;
 
-/// Decides what a failed action's error leads to.
-pub(crate) type Classifier<E> = Box<dyn Fn(&E) -> Recovery + Send + Sync>;
-
-/// The saga-wide settings a run reads.
-pub(crate) struct Policy<E> {
-    pub(crate) classify: Option<Classifier<E>>,
-    pub(crate) compensation_mode: CompensationMode,
-    pub(crate) on_abort: InFlight,
-    pub(crate) defaults: PolicyData,
-    pub(crate) overrides: Overrides,
-    pub(crate) saga_timeout: Option<Duration>,
-    pub(crate) observer: Option<Box<dyn Observer<E> + Send + Sync>>,
-}
-
-impl<E> Policy<E> {
-    pub(crate) fn recovery_for(&self, error: &E) -> Recovery {
-        self.classify
-            .as_ref()
-            .map_or(Recovery::Retry, |classify| classify(error))
-    }
-
-    pub(crate) fn step(&self, step: usize) -> Effective<'_> {
-        Effective::lookup(&self.overrides, &self.defaults, step)
-    }
-
-    /// Whether any action or compensation, or the saga, has a timeout: then
-    /// every attempt needs a timer, and the sequential fast path is off.
-    pub(crate) fn has_timeouts(&self) -> bool {
-        let timed = |data: &PolicyData| {
-            data.action_timeout.is_some() || data.compensation_timeout.is_some()
-        };
-        self.saga_timeout.is_some()
-            || timed(&self.defaults)
-            || self.overrides.iter().any(|(_, data)| timed(data))
-    }
-}
-
-impl<E> Default for Policy<E> {
-    fn default() -> Self {
-        Policy {
-            classify: None,
-            compensation_mode: CompensationMode::default(),
-            on_abort: InFlight::default(),
-            defaults: PolicyData::default(),
-            overrides: Overrides::new(),
-            saga_timeout: None,
-            observer: None,
-        }
-    }
-}
-
 impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     pub(crate) fn from_parts(
         steps: Vec<Pin<Box<S>>>,
-        policy: Policy<E>,
-        groups: Vec<GroupSpec>,
+        plan: Plan<E>,
         scratch: Scratch<E>,
         clock: Option<SagaClock<E>>,
     ) -> Self {
-        // Single steps, no per-attempt timer (backoff only follows a
-        // failure, in the lanes machinery), nothing observing transitions.
-        let fast = !policy.has_timeouts()
-            && groups.is_empty()
-            && policy.observer.is_none()
-            && cfg!(not(feature = "tracing"));
         Saga {
             steps,
-            policy,
-            groups,
+            plan,
             scratch,
             clock,
-            fast,
         }
     }
 
@@ -160,18 +94,11 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     /// running to the end, spawn it with a runtime adapter
     /// (`saga_tokio::spawn`) rather than racing it in a `select!`.
     pub fn run(&mut self) -> Run<'_, E, S> {
-        let clock = self.clock.as_mut().map(|clock| Clock {
-            timers: &mut *clock.timers,
-            timed_out: clock.timed_out,
+        let timers = self.clock.as_mut().map(|clock| {
+            let timers: &mut (dyn Timers + 'static) = &mut *clock.timers;
+            (timers, clock.timed_out)
         });
-        Run::new(
-            &mut self.steps,
-            &self.policy,
-            &self.groups,
-            &mut self.scratch,
-            clock,
-            self.fast,
-        )
+        Run::new(&mut self.steps, &self.plan, &mut self.scratch, timers)
     }
 
     /// The number of steps.
@@ -186,7 +113,7 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
 
     /// The index range of each parallel group, in order.
     pub fn parallel_groups(&self) -> impl ExactSizeIterator<Item = core::ops::Range<usize>> + '_ {
-        self.groups.iter().map(|group| group.members.clone())
+        self.plan.groups.iter().map(|group| group.members.clone())
     }
 
     /// The name of each step, in order (`None` for unnamed steps).
@@ -196,7 +123,7 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
 
     /// What the backward phase does when a compensation fails.
     pub fn compensation_mode(&self) -> CompensationMode {
-        self.policy.compensation_mode
+        self.plan.compensation_mode
     }
 }
 
@@ -204,10 +131,10 @@ impl<E, S: ?Sized> fmt::Debug for Saga<E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Saga")
             .field("steps", &self.steps.len())
-            .field("classify", &self.policy.classify.is_some())
-            .field("compensation_mode", &self.policy.compensation_mode)
-            .field("groups", &self.groups)
-            .field("observed", &self.policy.observer.is_some())
+            .field("classify", &self.plan.classify.is_some())
+            .field("compensation_mode", &self.plan.compensation_mode)
+            .field("groups", &self.plan.groups)
+            .field("observed", &self.plan.observer.is_some())
             .field("timed", &self.clock.is_some())
             .finish()
     }

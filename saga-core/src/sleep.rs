@@ -84,6 +84,16 @@ pub(crate) enum Slot {
     Lane(usize),
 }
 
+impl Slot {
+    /// The lane whose timer this is; `None` for the deadline.
+    pub(crate) fn lane(self) -> Option<usize> {
+        match self {
+            Slot::Saga => None,
+            Slot::Lane(lane) => Some(lane),
+        }
+    }
+}
+
 /// A saga's timers: a sleeper and the sleeps in flight, one slot per lane
 /// plus one for the deadline, boxed once when the saga is built so that runs
 /// allocate nothing to keep time.

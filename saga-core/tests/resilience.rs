@@ -644,7 +644,7 @@ fn an_abort_before_the_first_poll_runs_nothing() {
 }
 
 #[test]
-fn an_abort_during_backoff_reports_the_last_action_error() {
+fn an_abort_during_backoff_reports_the_abort() {
     let clock = FakeClock::new();
     let attempts = counter();
     let undo = counter();
@@ -669,7 +669,8 @@ fn an_abort_during_backoff_reports_the_last_action_error() {
     .unwrap();
     let error = report.unwrap_err();
     assert!(error.aborted());
-    assert_eq!(*error.error(), TestError::Transient(1));
+    // Nothing was in flight: the abort itself ended the step.
+    assert_eq!(*error.error(), TestError::Aborted);
     assert_eq!(error.attempts(), 2);
     assert_eq!(
         calls(&undo),

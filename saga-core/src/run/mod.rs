@@ -1,17 +1,27 @@
 //! [`Run`]: the poll-driven state machine of one saga run.
 //!
-//! A run walks the saga's blocks (a single step, or a parallel group) forward,
-//! then, on failure, backward. Each step in flight occupies a *lane*: a
-//! small driver of its attempts (timeout, retry, backoff). A single step uses
-//! lane 0 and the run's own waker; a parallel group or a concurrent backward
-//! phase uses several lanes, each with a waker of its own, so that only the
-//! woken steps are polled.
+//! One engine, whose rules each live in one file:
+//!
+//! - `attempt.rs`: one step's attempts in a lane (timeouts, retries,
+//!   backoff, the classifier, cutting an attempt short);
+//! - `forward.rs`: the blocks (single steps and parallel groups) forward,
+//!   interrupts (abort, deadline), and what the failed block leaves to undo;
+//! - `backward.rs`: which steps are compensated, in which waves, and what a
+//!   failed compensation stops;
+//! - `observe.rs`: the transitions an observer (and `tracing`) receives;
+//! - `scratch.rs`, `wakers.rs`: the lanes a run borrows from its saga.
+//!
+//! A run borrows the saga's [`Plan`] (decided by `build()`) and owns only its
+//! progress. Each step in flight occupies a *lane*; a single step uses lane 0
+//! and the run's own waker, a wave of several steps side by side gives each
+//! its lane's waker, so that only the woken steps are polled.
 
-mod fast;
-mod lane;
+mod attempt;
+mod backward;
+mod forward;
 mod observe;
 mod scratch;
-mod waves;
+mod wakers;
 
 use alloc::boxed::Box;
 use core::fmt;
@@ -21,12 +31,11 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 pub(crate) use scratch::Scratch;
-use scratch::{Lane, Outcome, Stage};
+use scratch::{Panic, Stage};
 
-use crate::group::GroupSpec;
-use crate::saga::Policy;
+use crate::plan::{Plan, SharedObserver};
 use crate::sleep::{Slot, Timers};
-use crate::{AbortHandle, Aborted, InFlight, Recovery, SagaError, Step, StepFailure, TimedOut};
+use crate::{AbortHandle, Aborted, SagaError, Step, TimedOut};
 
 /// The future of one saga run, returned by [`Saga::run`](crate::Saga::run).
 ///
@@ -47,44 +56,41 @@ use crate::{AbortHandle, Aborted, InFlight, Recovery, SagaError, Step, StepFailu
 ///
 /// # Panics
 ///
-/// Polling a `Run` after it returned `Ready` panics.
+/// Polling a `Run` after it returned `Ready` panics. A panic in a step or in
+/// a callback of the saga (classifier, jitter function, observer, sleeper)
+/// unwinds out of `poll`; see [`Run::fail_in_flight`] for how a runtime
+/// adapter turns it into a failure of the run instead.
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     steps: &'a mut [Pin<Box<S>>],
-    policy: &'a Policy<E>,
-    groups: &'a [GroupSpec],
+    plan: &'a Plan<E>,
     scratch: &'a mut Scratch<E>,
-    clock: Option<Clock<'a, E>>,
+    // `None` without a sleeper, and once the sleeper panicked.
+    timers: Option<&'a mut (dyn Timers + 'static)>,
+    timed_out: Option<fn(TimedOut) -> E>,
     abort: Option<Abort<E>>,
+    // `None` without an observer, and once the observer panicked.
+    observer: Option<&'a SharedObserver<E>>,
+    // The classifier or the jitter functions panicked in this run: they are
+    // not asked again.
+    classifier_muted: bool,
+    jitter_muted: bool,
     phase: Phase,
     // Set at the first failure of the forward phase; completed backward.
     failure: Option<SagaError<E>>,
     // The block whose members' outcomes are in `scratch.outcomes`.
     failed_block: Option<(usize, usize)>,
     interrupt: Option<Interrupted>,
-    // A panic reported by `fail_in_flight` outside any lane.
+    // A panic outside any lane, to fail the forward phase with.
     stray_failure: Option<E>,
-    // The lane being polled, for `fail_in_flight`.
-    polling: Option<usize>,
-    // Single steps, no clock, abort handle or observer: the sequential fast
-    // path applies (the general lanes machinery takes over on a failure).
-    fast: bool,
-    // The fast path's position (see `Phase::Sequential`), kept up to date
-    // before each step is polled so that `fail_in_flight` finds it.
-    cursor: usize,
-    // Compensations the fast path completed, not yet in the report.
-    compensated: usize,
-    // The fast path returned `Pending`: the step at `cursor` is in flight.
-    resumed: bool,
+    // The foreign code being called, for `fail_in_flight`.
+    calling: Calling,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
 
-/// The saga's timers, as a run borrows them.
-pub(crate) struct Clock<'a, E> {
-    pub(crate) timers: &'a mut (dyn Timers + 'static),
-    pub(crate) timed_out: fn(TimedOut) -> E,
-}
+/// The saga's timers as a run borrows them, and how a timeout becomes an `E`.
+pub(crate) type BorrowedClock<'a, E> = (&'a mut (dyn Timers + 'static), fn(TimedOut) -> E);
 
 struct Abort<E> {
     handle: AbortHandle,
@@ -94,11 +100,6 @@ struct Abort<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Start,
-    // The fast path: single steps, no clock, abort or observer. Steps
-    // `cursor..` are to run; `cursor` may be in flight.
-    Sequential,
-    // The fast path backward: steps `0..cursor` are to compensate.
-    SequentialBack,
     Forward(Wave),
     Backward(Wave),
     // Finished; the result is yet to be returned.
@@ -117,13 +118,13 @@ struct Wave {
     next: usize,
     // At most this many steps in flight (in lanes `0..limit`).
     limit: usize,
-    on_failure: InFlight,
+    cut_short_on_failure: bool,
     // No new step starts: a member failed, or the run was interrupted.
     halted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Action,
     Compensation,
 }
@@ -138,7 +139,7 @@ struct Interrupted {
 
 /// How an attempt ended badly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
+pub(crate) enum Ending {
     // It returned an error.
     Failed,
     // Its timeout elapsed and it was cut short.
@@ -147,48 +148,46 @@ enum Ending {
     CutShort,
 }
 
-impl Ending {
-    fn outcome(self) -> Outcome {
-        match self {
-            Ending::Failed => Outcome::Failed,
-            Ending::TimedOut | Ending::CutShort => Outcome::CutShort,
-        }
-    }
-}
-
-enum LaneEnd<E> {
-    Succeeded,
-    Failed(StepFailure<E>, Recovery, Ending),
-    // Cut short because another member of its group failed: no error of its own.
-    Cancelled,
+/// Foreign code the run is calling, so that a panic caught around `poll`
+/// (see `fail_in_flight`) is charged to the right place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Calling {
+    Nothing,
+    Step(usize),
+    Classifier(usize),
+    Jitter(usize),
+    // A lane's timer, or the saga's deadline (`None`).
+    Sleeper(Option<usize>),
+    Observer,
 }
 
 impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     pub(crate) fn new(
         steps: &'a mut [Pin<Box<S>>],
-        policy: &'a Policy<E>,
-        groups: &'a [GroupSpec],
+        plan: &'a Plan<E>,
         scratch: &'a mut Scratch<E>,
-        clock: Option<Clock<'a, E>>,
-        fast: bool,
+        timers: Option<BorrowedClock<'a, E>>,
     ) -> Self {
+        let (timers, timed_out) = match timers {
+            Some((timers, timed_out)) => (Some(timers), Some(timed_out)),
+            None => (None, None),
+        };
         Run {
             steps,
-            policy,
-            groups,
+            plan,
             scratch,
-            clock,
+            timers,
+            timed_out,
             abort: None,
+            observer: plan.observer.as_deref(),
+            classifier_muted: false,
+            jitter_muted: false,
             phase: Phase::Start,
             failure: None,
             failed_block: None,
             interrupt: None,
             stray_failure: None,
-            polling: None,
-            fast,
-            cursor: 0,
-            compensated: 0,
-            resumed: false,
+            calling: Calling::Nothing,
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
         }
@@ -196,10 +195,12 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
     /// Attaches an [`AbortHandle`]: after [`abort`](AbortHandle::abort), the
     /// run starts no further action and compensates what was applied (see
-    /// [`InFlight`] for the actions in flight). The run then fails with
-    /// `E::from(Aborted)`, or with an in-flight action's own error when it
-    /// failed while finishing; [`SagaError::aborted`] is `true` either way.
-    /// Compensations are never interrupted by an abort.
+    /// [`InFlight`](crate::InFlight) for the actions in flight). The run then
+    /// fails with `E::from(Aborted)`, or with an in-flight action's own error
+    /// when it failed while finishing; [`SagaError::aborted`] is `true` either
+    /// way. An abort that lands while an action waits to be retried ends it
+    /// with `E::from(Aborted)`. Compensations are never interrupted by an
+    /// abort.
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub fn abortable(mut self, handle: &AbortHandle) -> Self
     where
@@ -212,17 +213,24 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         self
     }
 
-    /// Fails the attempt in flight with `error`, as if it had returned it,
-    /// except that it is first [cancelled](Step::cancel): an action counts as
-    /// failed and possibly applied, a compensation as failed (and may be
-    /// retried). The run goes on by the saga's rules when polled again.
+    /// Tells the run that its last poll panicked, with `error` standing for
+    /// the panic; the run goes on by the saga's rules when polled again.
     ///
-    /// This is how a runtime adapter turns a panic inside a step into a
-    /// failed step: it polls the run under `catch_unwind` and, on a panic,
-    /// calls `fail_in_flight(E::from(Panicked::from_payload(..)))`. When the
-    /// panic did not come from a step (an observer, say), the forward phase
-    /// stops starting steps and fails with `error`; while compensating, and
-    /// on a completed run, it does nothing.
+    /// This is how a runtime adapter turns a panic into a failure rather than
+    /// an unwinding task: it polls the run under `catch_unwind` and, on a
+    /// panic, calls `fail_in_flight(E::from(Panicked::from_payload(..)))`
+    /// (as [`rt::CatchPanics`](crate#features) does). What the panic fails
+    /// depends on what panicked:
+    ///
+    /// | what panicked | what fails with `error` |
+    /// | --- | --- |
+    /// | a step's action or compensation | that attempt, [cancelled](Step::cancel) first: an action counts as failed and possibly applied (retried by its policy, then compensated), a compensation as failed (retried by its policy) |
+    /// | the classifier, or a retry's jitter function | the attempt it was deciding about, for good: no retry; the classifier is not asked again in this run (its errors are compensated) nor the jitter function (delays are used as computed) |
+    /// | the sleeper (starting or polling a timer) | the attempt it was timing, cut short, for good; the run keeps no more time (no timeout, retries without waiting). For the saga's deadline: the forward phase, as below |
+    /// | the observer | the forward phase: no further action starts, those in flight finish, and the saga compensates, failing with `error`. The observer is not called again in this run. While compensating, or once the run finished, only the muting applies |
+    ///
+    /// Either way the run ends: a callback that panics every time is called
+    /// at most once per run, so polling again always makes progress.
     ///
     /// # Examples
     ///
@@ -263,56 +271,139 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// assert!(error.is_fully_compensated());
     /// ```
     pub fn fail_in_flight(&mut self, error: E) {
-        let lane = self
-            .polling
-            .take()
-            .filter(|&lane| self.scratch.lanes[lane].stage != Stage::Free);
-        match (lane, self.phase) {
-            (Some(lane), Phase::Forward(_) | Phase::Backward(_)) => {
-                self.scratch.lanes[lane].panicked = Some(error);
-                if let Some(wakers) = &self.scratch.wakers {
-                    wakers.mark(lane);
+        let calling = core::mem::replace(&mut self.calling, Calling::Nothing);
+        match calling {
+            Calling::Step(lane) => self.fail_lane(lane, error, Ending::CutShort, false, false),
+            Calling::Classifier(lane) => {
+                self.classifier_muted = true;
+                self.fail_lane(lane, error, Ending::Failed, true, true);
+            }
+            Calling::Jitter(lane) => {
+                self.jitter_muted = true;
+                self.fail_lane(lane, error, Ending::Failed, true, true);
+            }
+            Calling::Sleeper(lane) => {
+                self.stop_all_timers();
+                self.timers = None;
+                match lane {
+                    Some(lane) => self.fail_lane(lane, error, Ending::CutShort, true, false),
+                    None => self.fail_forward(error),
                 }
             }
-            (None, Phase::Sequential) if self.cursor < self.steps.len() => {
-                self.enter_lane(self.cursor, Kind::Action);
-                self.scratch.lanes[0].panicked = Some(error);
+            Calling::Observer => {
+                self.observer = None;
+                self.fail_forward(error);
             }
-            (None, Phase::SequentialBack) if self.cursor > 0 => {
-                self.flush_compensated();
-                self.enter_lane(self.cursor - 1, Kind::Compensation);
-                self.scratch.lanes[0].panicked = Some(error);
-            }
-            (None, Phase::Start | Phase::Forward(_)) => self.stray_failure = Some(error),
-            _ => {}
+            Calling::Nothing => self.fail_forward(error),
         }
     }
 
-    pub(super) fn set_timer(&mut self, slot: Slot, duration: Option<Duration>) {
-        if let Some(clock) = &mut self.clock {
-            match duration {
-                Some(duration) => clock.timers.start(slot, duration),
-                None => clock.timers.stop(slot),
+    /// A panic to fail a lane's attempt with, at its next poll.
+    fn fail_lane(&mut self, lane: usize, error: E, ending: Ending, last: bool, announced: bool) {
+        let slot = &mut self.scratch.lanes[lane];
+        if slot.stage == Stage::Free {
+            return self.fail_forward(error);
+        }
+        slot.stage = Stage::Running;
+        slot.panic = Some(Panic {
+            error,
+            ending,
+            last,
+            announced,
+        });
+        if let Some(wakers) = &self.scratch.wakers {
+            wakers.mark(lane);
+        }
+    }
+
+    /// A panic outside any lane: it fails the forward phase, if it is not
+    /// over.
+    fn fail_forward(&mut self, error: E) {
+        if let Phase::Start | Phase::Forward(_) = self.phase {
+            self.stray_failure.get_or_insert(error);
+        }
+    }
+
+    fn set_timer(&mut self, slot: Slot, duration: Option<Duration>) {
+        let Some(timers) = self.timers.as_deref_mut() else {
+            return;
+        };
+        match duration {
+            Some(duration) => {
+                self.calling = Calling::Sleeper(slot.lane());
+                timers.start(slot, duration);
+                self.calling = Calling::Nothing;
+            }
+            None => timers.stop(slot),
+        }
+    }
+
+    /// Whether the timer in `slot` elapsed (`false` while it runs, when it is
+    /// stopped, and without a clock).
+    fn timer_elapsed(&mut self, slot: Slot, cx: &mut Context<'_>) -> bool {
+        let Some(timers) = self.timers.as_deref_mut() else {
+            return false;
+        };
+        self.calling = Calling::Sleeper(slot.lane());
+        let elapsed = timers.poll_elapsed(slot, cx).is_ready();
+        self.calling = Calling::Nothing;
+        elapsed
+    }
+
+    fn stop_all_timers(&mut self) {
+        if let Some(timers) = self.timers.as_deref_mut() {
+            timers.stop(Slot::Saga);
+            for lane in 0..self.scratch.lane_count() {
+                timers.stop(Slot::Lane(lane));
             }
         }
     }
 
-    pub(super) fn poll_timer(&mut self, slot: Slot, cx: &mut Context<'_>) -> bool {
-        self.clock
-            .as_mut()
-            .is_some_and(|clock| clock.timers.poll_elapsed(slot, cx).is_ready())
-    }
-
-    pub(super) fn timed_out_error(&self) -> Option<E> {
-        self.clock.as_ref().map(|clock| (clock.timed_out)(TimedOut))
+    fn timed_out_error(&self) -> Option<E> {
+        self.timed_out.map(|timed_out| timed_out(TimedOut))
     }
 
     /// The error an interrupt fails steps with.
-    pub(super) fn interrupt_error(&self, deadline: bool) -> Option<E> {
+    fn interrupt_error(&self, deadline: bool) -> Option<E> {
         if deadline {
             self.timed_out_error()
         } else {
             self.abort.as_ref().map(|abort| (abort.aborted)(Aborted))
+        }
+    }
+
+    /// The run starts: the first block, the deadline, the observer.
+    fn start(&mut self) {
+        // The phase moves first, so that a panic below is not met again.
+        self.phase = self.forward_wave(0);
+        let deadline = self.plan.saga_timeout;
+        if deadline.is_some() {
+            self.set_timer(Slot::Saga, deadline);
+        }
+        if let Some(observer) = self.observer {
+            self.calling = Calling::Observer;
+            observer.saga_started(self.steps.len());
+            self.calling = Calling::Nothing;
+        }
+    }
+
+    /// The run ends: the report in its final order, the observer told.
+    fn report(&mut self) -> Result<(), SagaError<E>> {
+        self.set_timer(Slot::Saga, None);
+        if let Some(failure) = &mut self.failure {
+            failure.finish();
+        }
+        if let Some(observer) = self.observer {
+            self.calling = Calling::Observer;
+            observer.saga_finished(self.failure.as_ref().map_or(Ok(()), Err));
+            self.calling = Calling::Nothing;
+        }
+        // `Reported` stays behind, so that a further poll panics.
+        self.phase = Phase::Reported;
+        self.scratch.end_run();
+        match self.failure.take() {
+            None => Ok(()),
+            Some(failure) => Err(failure),
         }
     }
 }
@@ -326,26 +417,6 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        // The fast path first, in a small frame: a step that suspends comes
-        // back here on every wake-up.
-        let fast = match this.phase {
-            Phase::Sequential => this.poll_sequential(cx),
-            Phase::SequentialBack => this.poll_sequential_back(cx),
-            _ => Poll::Ready(()),
-        };
-        if fast.is_pending() {
-            return Poll::Pending;
-        }
-        this.poll_general(cx)
-    }
-}
-
-impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
-    /// Everything but the fast path: starting, the lanes machinery, and
-    /// completing with the report.
-    #[inline(never)]
-    fn poll_general(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SagaError<E>>> {
-        let this = self;
         #[cfg(feature = "tracing")]
         let _entered = {
             if this.phase == Phase::Start {
@@ -355,40 +426,17 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         };
         loop {
             let progress = match this.phase {
-                Phase::Start => {
-                    if let Some(observer) = this.policy.observer.as_deref() {
-                        observer.saga_started(this.steps.len());
-                    }
-                    let deadline = this.policy.saga_timeout;
-                    this.set_timer(Slot::Saga, deadline);
-                    this.phase = this.forward_wave(0);
-                    Poll::Ready(())
-                }
-                Phase::Sequential => this.poll_sequential(cx),
-                Phase::SequentialBack => this.poll_sequential_back(cx),
                 Phase::Forward(_) => this.poll_forward(cx),
                 Phase::Backward(_) => this.poll_backward(cx),
-                Phase::Done => Poll::Ready(()),
+                Phase::Start => {
+                    this.start();
+                    continue;
+                }
+                Phase::Done => return Poll::Ready(this.report()),
                 Phase::Reported => panic!("saga `Run` polled after it completed"),
             };
             if progress.is_pending() {
                 return Poll::Pending;
-            }
-            if this.phase == Phase::Done {
-                // `Reported` stays behind, so that a further poll panics.
-                this.phase = Phase::Reported;
-                this.set_timer(Slot::Saga, None);
-                let result = match this.failure.take() {
-                    None => Ok(()),
-                    Some(mut failure) => {
-                        failure.finish();
-                        Err(failure)
-                    }
-                };
-                if let Some(observer) = this.policy.observer.as_deref() {
-                    observer.saga_finished(result.as_ref().map(drop));
-                }
-                return Poll::Ready(result);
             }
         }
     }
@@ -397,27 +445,19 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
 impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
     fn drop(&mut self) {
         // Dropped mid-step: drop what is in flight now, not at the next run.
-        let in_flight = match self.phase {
-            Phase::Sequential => Some(self.cursor),
-            Phase::SequentialBack => self.cursor.checked_sub(1),
-            _ => None,
-        };
-        if let Some(step) = in_flight.and_then(|step| self.steps.get_mut(step)) {
-            step.as_mut().reset();
-        }
-        if let Phase::Forward(_) | Phase::Backward(_) = self.phase {
-            for lane in 0..self.scratch.lanes.len() {
-                let Lane { step, stage, .. } = self.scratch.lanes[lane];
-                if stage != Stage::Free {
-                    self.release_lane(lane);
-                    if let Some(step) = self.steps.get_mut(step) {
-                        step.as_mut().reset();
-                    }
+        for lane in 0..self.scratch.lane_count() {
+            if self.scratch.lanes[lane].stage != Stage::Free {
+                let step = self.scratch.lanes[lane].step;
+                self.scratch.release(lane);
+                if let Some(step) = self.steps.get_mut(step) {
+                    step.as_mut().reset();
                 }
-                self.set_timer(Slot::Lane(lane), None);
             }
         }
-        self.set_timer(Slot::Saga, None);
+        if self.phase != Phase::Reported {
+            self.stop_all_timers();
+            self.scratch.end_run();
+        }
     }
 }
 
@@ -428,7 +468,7 @@ impl<E, S: ?Sized + Step<E>> fmt::Debug for Run<'_, E, S> {
             .field("phase", &self.phase)
             .field("failed", &self.failure.is_some())
             .field("abortable", &self.abort.is_some())
-            .field("timed", &self.clock.is_some())
+            .field("timed", &self.timers.is_some())
             .finish()
     }
 }

@@ -1,40 +1,44 @@
-//! Transitions, for the observer and the `tracing` feature.
+//! Transitions, for the observer and the `tracing` feature. Reporting one
+//! never changes what the run does; an observer that panics is not called
+//! again in that run (see `Run::fail_in_flight`).
 
 use core::time::Duration;
 
-use super::{Kind, Run};
-use crate::{Observer, Step, StepRef};
+use super::{Calling, Kind, Run};
+use crate::plan::SharedObserver;
+use crate::{Step, StepRef};
 
 /// A transition, for the observer (and `tracing`).
 pub(super) enum Transition<'e, E> {
     Started(Kind, u32),
     Succeeded(Kind, u32),
     Failed(Kind, u32, &'e E),
+    // An action attempt cut short because another member of its group failed.
+    CutShort(u32),
     Retried(Kind, u32, Duration),
     Aborted,
     DeadlinePassed,
 }
 
 impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
-    pub(super) fn transition(&self, step: usize, transition: Transition<'_, E>) {
+    #[inline]
+    pub(super) fn transition(&mut self, step: usize, transition: Transition<'_, E>) {
         #[cfg(feature = "tracing")]
         crate::trace::transition(transition_label(&transition));
-        let Some(observer) = self.policy.observer.as_deref() else {
+        let Some(observer) = self.observer else {
             return;
         };
         let at = StepRef {
             index: step,
             name: self.steps[step].name(),
         };
+        self.calling = Calling::Observer;
         notify(observer, at, transition);
+        self.calling = Calling::Nothing;
     }
 }
 
-fn notify<E>(
-    observer: &(dyn Observer<E> + Send + Sync),
-    at: StepRef<'_>,
-    transition: Transition<'_, E>,
-) {
+fn notify<E>(observer: &SharedObserver<E>, at: StepRef<'_>, transition: Transition<'_, E>) {
     match transition {
         Transition::Started(Kind::Action, attempt) => observer.action_started(at, attempt),
         Transition::Started(Kind::Compensation, attempt) => {
@@ -50,6 +54,7 @@ fn notify<E>(
         Transition::Failed(Kind::Compensation, attempt, error) => {
             observer.compensation_failed(at, attempt, error)
         }
+        Transition::CutShort(attempt) => observer.action_cut_short(at, attempt),
         Transition::Retried(Kind::Action, next, delay) => observer.action_retried(at, next, delay),
         Transition::Retried(Kind::Compensation, next, delay) => {
             observer.compensation_retried(at, next, delay)
@@ -68,6 +73,7 @@ fn transition_label<E>(transition: &Transition<'_, E>) -> (&'static str, u32) {
         Transition::Succeeded(Kind::Compensation, attempt) => ("compensation succeeded", attempt),
         Transition::Failed(Kind::Action, attempt, _) => ("action failed", attempt),
         Transition::Failed(Kind::Compensation, attempt, _) => ("compensation failed", attempt),
+        Transition::CutShort(attempt) => ("action cut short", attempt),
         Transition::Retried(Kind::Action, next, _) => ("action retried", next),
         Transition::Retried(Kind::Compensation, next, _) => ("compensation retried", next),
         Transition::Aborted => ("aborted", 0),

@@ -1,10 +1,12 @@
 //! What a run borrows from its saga to keep its steps in flight: the lanes,
-//! and the outcome of each member of the block being run.
+//! their wakers, and the outcome of each member of the block being run.
+//! Made once by `build()`; every run leaves it as it found it.
 
 use alloc::vec::Vec;
 use core::ops::{Index, IndexMut};
 
-use crate::lanes::LaneWakers;
+use super::wakers::LaneWakers;
+use super::{Ending, Kind};
 
 /// What a run borrows from its saga to keep its lanes. A saga of single
 /// steps needs one lane and one outcome, kept inline: building it allocates
@@ -20,7 +22,7 @@ pub(crate) struct Scratch<E> {
     pub(super) fresh: usize,
     // Per member of the block in the forward phase.
     pub(super) outcomes: Outcomes,
-    // `None` when no block needs more than one lane.
+    // `None` when no wave runs more than one step at a time.
     pub(super) wakers: Option<LaneWakers>,
 }
 
@@ -44,8 +46,77 @@ impl<E> Scratch<E> {
         }
     }
 
-    pub(crate) fn lanes(&self) -> usize {
+    pub(super) fn lane_count(&self) -> usize {
         self.lanes.len()
+    }
+
+    /// A wave starts: every lane is free, and taken in index order again.
+    pub(super) fn reset_pool(&mut self) {
+        self.spare.clear();
+        self.fresh = 1;
+    }
+
+    /// A free lane, when fewer than `limit` steps are in flight.
+    pub(super) fn claim(&mut self, limit: usize) -> Option<usize> {
+        if self.busy >= limit {
+            return None;
+        }
+        if self.lanes.first.stage == Stage::Free {
+            return Some(0);
+        }
+        if let Some(lane) = self.spare.pop() {
+            return Some(lane);
+        }
+        let lane = self.fresh;
+        self.fresh += 1;
+        (lane < self.lanes.len()).then_some(lane)
+    }
+
+    /// Takes `lane` for the first attempt at `kind` of `step`.
+    pub(super) fn occupy(&mut self, lane: usize, step: usize, kind: Kind) {
+        let slot = &mut self.lanes[lane];
+        slot.step = step;
+        slot.kind = kind;
+        slot.attempt = 1;
+        slot.stage = Stage::Running;
+        slot.last_error = None;
+        slot.panic = None;
+        self.busy += 1;
+        if let Some(wakers) = &self.wakers {
+            wakers.mark(lane);
+        }
+    }
+
+    /// Frees a lane whose step ended.
+    pub(super) fn release(&mut self, lane: usize) {
+        let slot = &mut self.lanes[lane];
+        if slot.stage == Stage::Free {
+            return;
+        }
+        slot.stage = Stage::Free;
+        slot.panic = None;
+        slot.last_error = None;
+        self.busy -= 1;
+        if lane != 0 {
+            self.spare.push(lane);
+        }
+    }
+
+    /// The run is over (finished or dropped): nothing of it may reach the
+    /// next run.
+    pub(super) fn end_run(&mut self) {
+        if let Some(wakers) = &mut self.wakers {
+            wakers.end_run();
+        }
+    }
+
+    /// The lowest step in flight, with its attempt number.
+    pub(super) fn lowest_in_flight(&self) -> Option<(usize, u32)> {
+        (0..self.lanes.len())
+            .map(|lane| &self.lanes[lane])
+            .filter(|lane| lane.stage != Stage::Free)
+            .map(|lane| (lane.step, lane.attempt))
+            .min()
     }
 }
 
@@ -63,6 +134,7 @@ impl<E> Lanes<E> {
 impl<E> Index<usize> for Lanes<E> {
     type Output = Lane<E>;
 
+    #[inline]
     fn index(&self, lane: usize) -> &Lane<E> {
         match lane.checked_sub(1) {
             None => &self.first,
@@ -72,6 +144,7 @@ impl<E> Index<usize> for Lanes<E> {
 }
 
 impl<E> IndexMut<usize> for Lanes<E> {
+    #[inline]
     fn index_mut(&mut self, lane: usize) -> &mut Lane<E> {
         match lane.checked_sub(1) {
             None => &mut self.first,
@@ -92,8 +165,8 @@ impl Outcomes {
     pub(super) fn reset(&mut self, width: usize) {
         self.width = width;
         self.single = Outcome::NotStarted;
-        self.many.clear();
         if width > 1 {
+            self.many.clear();
             self.many.resize(width, Outcome::NotStarted);
         }
     }
@@ -124,24 +197,37 @@ impl IndexMut<usize> for Outcomes {
 /// One step in flight: which attempt, and what it waits for.
 pub(super) struct Lane<E> {
     pub(super) step: usize,
+    pub(super) kind: Kind,
     pub(super) attempt: u32,
     pub(super) stage: Stage,
     // While backing off: the last attempt's error, and whether it timed out.
     pub(super) last_error: Option<(E, bool)>,
-    // Set by `fail_in_flight`: the attempt panicked.
-    pub(super) panicked: Option<E>,
+    // Set by `fail_in_flight`: the attempt is to fail with this panic.
+    pub(super) panic: Option<Panic<E>>,
     #[cfg(feature = "tracing")]
     pub(super) span: tracing::Span,
+}
+
+/// A panic that fails a lane's attempt.
+pub(super) struct Panic<E> {
+    pub(super) error: E,
+    pub(super) ending: Ending,
+    // The panic came from a callback deciding about the attempt (classifier,
+    // jitter) or timing it (sleeper): the attempt is the last one, and the
+    // observer already heard of its own failure when `announced`.
+    pub(super) last: bool,
+    pub(super) announced: bool,
 }
 
 impl<E> Default for Lane<E> {
     fn default() -> Self {
         Lane {
             step: 0,
+            kind: Kind::Action,
             attempt: 0,
             stage: Stage::Free,
             last_error: None,
-            panicked: None,
+            panic: None,
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
         }

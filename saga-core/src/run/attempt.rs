@@ -1,0 +1,296 @@
+//! One step's attempts in a lane: starting each attempt, its timeout, what
+//! a failed attempt leads to (the classifier, a retry now or after a
+//! backoff, or the step's end), and cutting an attempt short from outside.
+
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use super::observe::Transition;
+use super::scratch::{Lane, Stage};
+use super::{Calling, Ending, Kind, Run};
+use crate::retry::RetrySpec;
+use crate::sleep::Slot;
+use crate::{Recovery, Step, StepFailure};
+
+/// How a lane's step ended.
+pub(super) enum AttemptEnd<E> {
+    Succeeded,
+    Failed(StepFailure<E>, Recovery, Ending),
+    // Cut short because another member of its group failed: no error of its own.
+    Cancelled,
+}
+
+impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+    /// Starts the first attempt at `kind` of `step`, in `lane`.
+    pub(super) fn start_attempt(&mut self, lane: usize, step: usize, kind: Kind) {
+        #[cfg(feature = "tracing")]
+        let _entered = {
+            let action = kind == Kind::Action;
+            let name = self.steps[step].name();
+            let span = crate::trace::step_span(&self.span, step, name, action);
+            self.scratch.lanes[lane].span = span.clone();
+            span.entered()
+        };
+        self.scratch.occupy(lane, step, kind);
+        self.begin_attempt(lane, step, 1, kind);
+    }
+
+    fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
+        let slot = &mut self.scratch.lanes[lane];
+        slot.attempt = attempt;
+        slot.stage = Stage::Running;
+        if self.timers.is_some() {
+            let policy = self.plan.step(step);
+            let timeout = match kind {
+                Kind::Action => policy.action_timeout(),
+                Kind::Compensation => policy.compensation_timeout(),
+            };
+            if timeout.is_some() {
+                self.set_timer(Slot::Lane(lane), timeout);
+            }
+        }
+        self.transition(step, Transition::Started(kind, attempt));
+    }
+
+    /// Drives the step in `lane` through its attempts, until it ends.
+    pub(super) fn poll_lane(&mut self, lane: usize, cx: &mut Context<'_>) -> Poll<AttemptEnd<E>> {
+        #[cfg(feature = "tracing")]
+        let _entered = self.scratch.lanes[lane].span.clone().entered();
+        loop {
+            let Lane {
+                step,
+                kind,
+                attempt,
+                stage,
+                ..
+            } = self.scratch.lanes[lane];
+            match stage {
+                Stage::Free => return Poll::Ready(AttemptEnd::Succeeded),
+                Stage::BackingOff => {
+                    // Without a clock (the sleeper panicked), retry at once.
+                    if self.timers.is_some() && !self.timer_elapsed(Slot::Lane(lane), cx) {
+                        return Poll::Pending;
+                    }
+                    self.begin_attempt(lane, step, attempt + 1, kind);
+                }
+                Stage::Running => {
+                    let (error, ending, last) = match self.scratch.lanes[lane].panic.take() {
+                        Some(panic) => {
+                            self.cancel_attempt(lane, step);
+                            if !panic.announced {
+                                self.transition(
+                                    step,
+                                    Transition::Failed(kind, attempt, &panic.error),
+                                );
+                            }
+                            (panic.error, panic.ending, panic.last)
+                        }
+                        None => {
+                            let (error, ending) = match self.poll_attempt(lane, step, kind, cx) {
+                                Poll::Pending => return Poll::Pending,
+                                Poll::Ready(Ok(())) => {
+                                    self.stop_lane_timer(lane);
+                                    self.scratch.release(lane);
+                                    self.transition(step, Transition::Succeeded(kind, attempt));
+                                    return Poll::Ready(AttemptEnd::Succeeded);
+                                }
+                                Poll::Ready(Err(failed)) => failed,
+                            };
+                            self.transition(step, Transition::Failed(kind, attempt, &error));
+                            (error, ending, false)
+                        }
+                    };
+                    self.stop_lane_timer(lane);
+                    if let Some(end) = self.after_error(lane, error, ending, last) {
+                        return Poll::Ready(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Polls the attempt in flight; `Err` with how it ended badly.
+    #[inline]
+    fn poll_attempt(
+        &mut self,
+        lane: usize,
+        step: usize,
+        kind: Kind,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), (E, Ending)>> {
+        self.calling = Calling::Step(lane);
+        let current = self.steps[step].as_mut();
+        let polled = match kind {
+            Kind::Action => current.poll_action(cx),
+            Kind::Compensation => current.poll_compensate(cx),
+        };
+        self.calling = Calling::Nothing;
+        match polled {
+            Poll::Ready(result) => Poll::Ready(result.map_err(|error| (error, Ending::Failed))),
+            Poll::Pending => {
+                if self.timers.is_none() || !self.timer_elapsed(Slot::Lane(lane), cx) {
+                    return Poll::Pending;
+                }
+                self.cancel_attempt(lane, step);
+                let Some(error) = self.timed_out_error() else {
+                    unreachable!("a lane timer only runs with a clock")
+                };
+                Poll::Ready(Err((error, Ending::TimedOut)))
+            }
+        }
+    }
+
+    /// Cancels the attempt in flight: dropping its future runs the step's
+    /// code, which may panic too.
+    fn cancel_attempt(&mut self, lane: usize, step: usize) {
+        self.calling = Calling::Step(lane);
+        self.steps[step].as_mut().cancel();
+        self.calling = Calling::Nothing;
+    }
+
+    fn stop_lane_timer(&mut self, lane: usize) {
+        if self.timers.is_some() {
+            self.set_timer(Slot::Lane(lane), None);
+        }
+    }
+
+    /// An attempt failed: schedule a retry (`None`), or end the lane. A
+    /// `last` attempt is never retried.
+    fn after_error(
+        &mut self,
+        lane: usize,
+        error: E,
+        ending: Ending,
+        last: bool,
+    ) -> Option<AttemptEnd<E>> {
+        let Lane {
+            step,
+            kind,
+            attempt,
+            ..
+        } = self.scratch.lanes[lane];
+        let plan = self.plan;
+        let policy = plan.step(step);
+        let (retry, recovery) = match kind {
+            Kind::Action => {
+                let recovery = if last {
+                    Recovery::Compensate
+                } else {
+                    self.recovery_for(lane, &error)
+                };
+                let retry = policy
+                    .action_retry()
+                    .filter(|_| recovery == Recovery::Retry);
+                // Once the block failed or the run was interrupted, no new
+                // action attempt starts.
+                (retry.filter(|_| !self.wave().halted), recovery)
+            }
+            Kind::Compensation => {
+                let retries = self.steps[step].retries_compensation();
+                let retry = policy.compensation_retry().filter(|_| retries);
+                (retry, Recovery::Compensate)
+            }
+        };
+        let timed_out = ending == Ending::TimedOut;
+        if let Some(retry) = retry.filter(|retry| !last && attempt < retry.max_attempts()) {
+            let delay = self.retry_delay(lane, retry, attempt + 1);
+            self.transition(step, Transition::Retried(kind, attempt + 1, delay));
+            if delay.is_zero() || self.timers.is_none() {
+                self.begin_attempt(lane, step, attempt + 1, kind);
+            } else {
+                self.set_timer(Slot::Lane(lane), Some(delay));
+                let slot = &mut self.scratch.lanes[lane];
+                slot.stage = Stage::BackingOff;
+                slot.last_error = Some((error, timed_out));
+            }
+            return None;
+        }
+        self.scratch.release(lane);
+        let recovery = match recovery {
+            Recovery::Propagate => Recovery::Propagate,
+            Recovery::Retry | Recovery::Compensate => Recovery::Compensate,
+        };
+        let failure = StepFailure {
+            step,
+            error,
+            attempts: attempt,
+            timed_out,
+            compensation: kind == Kind::Compensation,
+        };
+        Some(AttemptEnd::Failed(failure, recovery, ending))
+    }
+
+    /// The classifier's decision (retry by policy when there is none, and
+    /// compensate once it panicked).
+    fn recovery_for(&mut self, lane: usize, error: &E) -> Recovery {
+        let Some(classify) = self.plan.classify.as_deref() else {
+            return Recovery::Retry;
+        };
+        if self.classifier_muted {
+            return Recovery::Compensate;
+        }
+        self.calling = Calling::Classifier(lane);
+        let recovery = classify(error);
+        self.calling = Calling::Nothing;
+        recovery
+    }
+
+    /// The wait before `attempt`, through the policy's jitter function
+    /// unless it panicked.
+    fn retry_delay(&mut self, lane: usize, retry: &RetrySpec, attempt: u32) -> Duration {
+        let delay = retry.backoff_before(attempt);
+        match retry.jitter() {
+            Some(jitter) if !self.jitter_muted && !delay.is_zero() => {
+                self.calling = Calling::Jitter(lane);
+                let delay = jitter(delay);
+                self.calling = Calling::Nothing;
+                delay
+            }
+            _ => delay,
+        }
+    }
+
+    /// Ends the lane's step from outside. A running attempt is cut short: it
+    /// fails with `error`, or without one is merely cancelled. An attempt
+    /// waiting to be retried fails with `error`, or else its last error.
+    pub(super) fn stop_lane(&mut self, lane: usize, error: Option<E>) -> AttemptEnd<E> {
+        let Lane {
+            step,
+            kind,
+            attempt,
+            stage,
+            ..
+        } = self.scratch.lanes[lane];
+        if stage == Stage::Running {
+            // Before the lane is freed: should dropping the attempt panic,
+            // the lane still fails (see `fail_in_flight`).
+            self.cancel_attempt(lane, step);
+        }
+        self.stop_lane_timer(lane);
+        let last_error = self.scratch.lanes[lane].last_error.take();
+        self.scratch.release(lane);
+        let (error, timed_out, ending) = match (stage, last_error) {
+            (Stage::Free, _) => return AttemptEnd::Cancelled,
+            (Stage::BackingOff, Some((last, timed_out))) => match error {
+                Some(error) => (error, false, Ending::Failed),
+                None => (last, timed_out, Ending::Failed),
+            },
+            (_, _) => {
+                let Some(error) = error else {
+                    self.transition(step, Transition::CutShort(attempt));
+                    return AttemptEnd::Cancelled;
+                };
+                self.transition(step, Transition::Failed(kind, attempt, &error));
+                (error, false, Ending::CutShort)
+            }
+        };
+        let failure = StepFailure {
+            step,
+            error,
+            attempts: attempt,
+            timed_out,
+            compensation: kind == Kind::Compensation,
+        };
+        AttemptEnd::Failed(failure, Recovery::Compensate, ending)
+    }
+}

@@ -1,0 +1,336 @@
+//! The forward phase: the blocks of a saga (single steps and parallel
+//! groups) run as waves of lanes; interrupts (abort, deadline) and panics
+//! outside any step halt it; the failed block decides what is left to undo.
+
+use alloc::vec::Vec;
+use core::task::{Context, Poll};
+
+use super::attempt::AttemptEnd;
+use super::observe::Transition;
+use super::scratch::{Lane, Outcome, Stage};
+use super::wakers::WORD;
+use super::{Ending, Interrupted, Kind, Phase, Run, Wave};
+use crate::sleep::Slot;
+use crate::{InFlight, Recovery, SagaError, Step, StepFailure};
+
+impl Ending {
+    fn outcome(self) -> Outcome {
+        match self {
+            Ending::Failed => Outcome::Failed,
+            Ending::TimedOut | Ending::CutShort => Outcome::CutShort,
+        }
+    }
+}
+
+impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+    /// The forward wave over the block at `start`.
+    pub(super) fn forward_wave(&mut self, start: usize) -> Phase {
+        if start == self.steps.len() {
+            return Phase::Done;
+        }
+        let (end, limit, cut_short_on_failure) = match self.plan.group_of(start) {
+            Some(group) => (
+                group.members.end,
+                group.limit,
+                group.on_failure == InFlight::CutShort,
+            ),
+            None => (start + 1, 1, false),
+        };
+        self.scratch.outcomes.reset(end - start);
+        self.scratch.reset_pool();
+        Phase::Forward(Wave {
+            start,
+            end,
+            next: start,
+            limit,
+            cut_short_on_failure,
+            halted: false,
+        })
+    }
+
+    /// The wave in progress. Waves live only in `self.phase`, never in a
+    /// local copy kept across a call, so that a panic in a step (see
+    /// `fail_in_flight`) cannot lose an update.
+    pub(super) fn wave(&self) -> Wave {
+        match self.phase {
+            Phase::Forward(wave) | Phase::Backward(wave) => wave,
+            Phase::Start | Phase::Done | Phase::Reported => {
+                unreachable!("no wave outside the forward and backward phases")
+            }
+        }
+    }
+
+    pub(super) fn update_wave(&mut self, update: impl FnOnce(&mut Wave)) {
+        if let Phase::Forward(wave) | Phase::Backward(wave) = &mut self.phase {
+            update(wave);
+        }
+    }
+
+    /// Runs blocks until every step in flight waits (`Pending`) or the
+    /// forward phase is over (`Ready`).
+    pub(super) fn poll_forward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registers for an abort or the deadline once per poll; between
+        // steps, a look at the abort flag is enough.
+        let mut registered = false;
+        loop {
+            if let Some(error) = self.stray_failure.take() {
+                self.fail_stray(error);
+            }
+            if self.interrupt.is_none() {
+                if let Some(deadline) = self.interrupted(&mut registered, cx) {
+                    self.interrupt_forward(deadline);
+                }
+            }
+            loop {
+                let wave = self.wave();
+                if wave.halted || wave.next == wave.end {
+                    break;
+                }
+                let Some(lane) = self.scratch.claim(wave.limit) else {
+                    break;
+                };
+                let step = wave.next;
+                self.update_wave(|wave| wave.next += 1);
+                self.scratch.outcomes[step - wave.start] = Outcome::Running;
+                self.start_attempt(lane, step, Kind::Action);
+            }
+            let ended = self.poll_lanes(cx);
+            let wave = self.wave();
+            if self.scratch.busy == 0 && (wave.halted || wave.next == wave.end) {
+                self.finish_forward_wave(wave);
+                if let Phase::Forward(_) = self.phase {
+                    continue;
+                }
+                return Poll::Ready(());
+            }
+            if !ended {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Polls the steps in flight that were woken (the one step of a wave
+    /// that runs one at a time, at every poll); returns whether one ended.
+    pub(super) fn poll_lanes(&mut self, cx: &mut Context<'_>) -> bool {
+        let side_by_side = self.wave().limit > 1;
+        let Some(wakers) = self.scratch.wakers.as_ref().filter(|_| side_by_side) else {
+            return self.scratch.lanes[0].stage != Stage::Free && self.poll_and_end(0, cx);
+        };
+        wakers.register(cx.waker());
+        let mut ended = false;
+        for word in 0..wakers.words() {
+            let Some(wakers) = self.scratch.wakers.as_ref() else {
+                break;
+            };
+            let mut marked = wakers.take_word(word);
+            while marked != 0 {
+                let lane = word * WORD + marked.trailing_zeros() as usize;
+                marked &= marked - 1;
+                let Some(wakers) = self.scratch.wakers.as_ref() else {
+                    break;
+                };
+                if !wakers.take_woken(lane) || self.scratch.lanes[lane].stage == Stage::Free {
+                    continue;
+                }
+                let waker = wakers.waker(lane).clone();
+                ended |= self.poll_and_end(lane, &mut Context::from_waker(&waker));
+            }
+        }
+        ended
+    }
+
+    fn poll_and_end(&mut self, lane: usize, cx: &mut Context<'_>) -> bool {
+        let Lane { step, kind, .. } = self.scratch.lanes[lane];
+        let Poll::Ready(end) = self.poll_lane(lane, cx) else {
+            return false;
+        };
+        match kind {
+            Kind::Action => self.end_member(end, step),
+            Kind::Compensation => self.end_compensation(end),
+        }
+        true
+    }
+
+    /// A member of the forward wave ended.
+    fn end_member(&mut self, end: AttemptEnd<E>, step: usize) {
+        let wave = self.wave();
+        let outcome = match end {
+            AttemptEnd::Succeeded => Outcome::Applied,
+            AttemptEnd::Cancelled => Outcome::CutShort,
+            AttemptEnd::Failed(failure, recovery, ending) => {
+                self.record_failure(failure, recovery);
+                ending.outcome()
+            }
+        };
+        self.scratch.outcomes[step - wave.start] = outcome;
+        if matches!(outcome, Outcome::Failed | Outcome::CutShort) && !wave.halted {
+            self.halt_forward(false);
+        }
+    }
+
+    /// Records an action failure: the first is the saga's error, later ones
+    /// (in the same parallel group) are concurrent failures.
+    fn record_failure(&mut self, failure: StepFailure<E>, recovery: Recovery) {
+        match &mut self.failure {
+            Some(first) => first.record_concurrent_failure(failure),
+            None => {
+                let name = self.steps[failure.step].name();
+                self.failure = Some(SagaError::new(failure, name, recovery));
+            }
+        }
+    }
+
+    /// No new action starts. Members waiting to retry end (with the
+    /// interrupt's error, or their last one); running members are cut short
+    /// when the interrupt or the group's policy says so, else they finish.
+    fn halt_forward(&mut self, interrupted: bool) {
+        self.update_wave(|wave| wave.halted = true);
+        let wave = self.wave();
+        let deadline = self.interrupt.is_some_and(|interrupt| interrupt.deadline);
+        for lane in 0..self.scratch.lane_count() {
+            let Lane { step, stage, .. } = self.scratch.lanes[lane];
+            let error = match stage {
+                Stage::Free => continue,
+                Stage::BackingOff if interrupted => self.interrupt_error(deadline),
+                Stage::BackingOff => None,
+                Stage::Running if !interrupted => match wave.cut_short_on_failure {
+                    true => None,
+                    false => continue,
+                },
+                Stage::Running => match deadline || self.plan.on_abort == InFlight::CutShort {
+                    true => self.interrupt_error(deadline),
+                    // Aborted with `InFlight::Finish`: let it finish.
+                    false => continue,
+                },
+            };
+            let end = self.stop_lane(lane, error);
+            self.end_member(end, step);
+        }
+    }
+
+    /// Where a failure that belongs to no lane is charged: the lowest step in
+    /// flight, or else the next one.
+    fn current_step(&self) -> (usize, u32) {
+        let wave = self.wave();
+        let next = (wave.next.min(wave.end - 1), 0);
+        self.scratch.lowest_in_flight().unwrap_or(next)
+    }
+
+    /// A panic outside any step fails the forward phase.
+    fn fail_stray(&mut self, error: E) {
+        let (step, _) = self.current_step();
+        let failure = StepFailure {
+            step,
+            error,
+            attempts: 0,
+            timed_out: false,
+            compensation: false,
+        };
+        self.record_failure(failure, Recovery::Compensate);
+        self.halt_forward(false);
+    }
+
+    /// `Some(deadline)` when the deadline passed or the run was aborted.
+    fn interrupted(&mut self, registered: &mut bool, cx: &mut Context<'_>) -> Option<bool> {
+        if self.plan.saga_timeout.is_some() && self.timer_elapsed(Slot::Saga, cx) {
+            return Some(true);
+        }
+        let abort = &self.abort.as_ref()?.handle;
+        let aborted = if *registered {
+            abort.is_aborted()
+        } else {
+            *registered = true;
+            abort.poll_aborted(cx)
+        };
+        aborted.then_some(false)
+    }
+
+    fn interrupt_forward(&mut self, deadline: bool) {
+        let (step, attempts) = self.current_step();
+        self.interrupt = Some(Interrupted {
+            deadline,
+            step,
+            attempts,
+        });
+        self.set_timer(Slot::Saga, None);
+        let transition = match deadline {
+            true => Transition::DeadlinePassed,
+            false => Transition::Aborted,
+        };
+        self.transition(step, transition);
+        self.halt_forward(true);
+    }
+
+    fn finish_forward_wave(&mut self, wave: Wave) {
+        if self.failure.is_none() {
+            if let Some(interrupted) = self.interrupt {
+                // Interrupted, and every member in flight finished well.
+                let Some(error) = self.interrupt_error(interrupted.deadline) else {
+                    unreachable!("interrupts only come from an abort handle or a clock")
+                };
+                let failure = StepFailure {
+                    step: interrupted.step,
+                    error,
+                    attempts: interrupted.attempts,
+                    timed_out: false,
+                    compensation: false,
+                };
+                self.record_failure(failure, Recovery::Compensate);
+            }
+        }
+        let Some(failure) = &mut self.failure else {
+            self.phase = self.forward_wave(wave.end);
+            return;
+        };
+        if let Some(interrupted) = self.interrupt {
+            if interrupted.deadline {
+                failure.record_deadline();
+            } else {
+                failure.record_aborted();
+            }
+        }
+        let propagate = failure.recovery() == Recovery::Propagate;
+        self.set_timer(Slot::Saga, None);
+        self.failed_block = Some((wave.start, wave.end));
+        let mut left_applied = Vec::new();
+        for step in wave.start..wave.end {
+            let outcome = self.scratch.outcomes[step - wave.start];
+            // Cut short with no compensation to undo it, or propagated: left applied.
+            let cut_short =
+                outcome == Outcome::CutShort && !self.steps[step].compensates_failed_action();
+            if cut_short || (propagate && self.needs_compensation(step)) {
+                left_applied.push(step);
+            }
+        }
+        if let Some(failure) = &mut self.failure {
+            left_applied
+                .into_iter()
+                .for_each(|step| failure.record_left_applied(step));
+            if propagate {
+                failure.record_never_compensated(0..wave.start);
+            }
+        }
+        self.phase = if propagate {
+            Phase::Done
+        } else {
+            self.backward_wave(wave.end)
+        };
+    }
+
+    /// Whether `step` is to be compensated: every step before the failed
+    /// block, and the members of the failed block that ran (by rule 3).
+    pub(super) fn needs_compensation(&self, step: usize) -> bool {
+        match self.failed_block {
+            Some((start, end)) if (start..end).contains(&step) => {
+                match self.scratch.outcomes[step - start] {
+                    Outcome::Applied => true,
+                    Outcome::Failed | Outcome::CutShort => {
+                        self.steps[step].compensates_failed_action()
+                    }
+                    Outcome::NotStarted | Outcome::Running => false,
+                }
+            }
+            _ => true,
+        }
+    }
+}
