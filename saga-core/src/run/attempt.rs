@@ -22,6 +22,7 @@ pub(super) enum AttemptEnd<E> {
 
 impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// Starts the first attempt at `kind` of `step`, in `lane`.
+    #[inline(always)]
     pub(super) fn start_attempt(&mut self, lane: usize, step: usize, kind: Kind) {
         #[cfg(feature = "tracing")]
         let _entered = {
@@ -35,6 +36,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         self.begin_attempt(lane, step, 1, kind);
     }
 
+    #[inline(always)]
     fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
         let slot = &mut self.scratch.lanes[lane];
         slot.attempt = attempt;
@@ -53,6 +55,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     }
 
     /// Drives the step in `lane` through its attempts, until it ends.
+    #[inline(always)]
     pub(super) fn poll_lane(&mut self, lane: usize, cx: &mut Context<'_>) -> Poll<AttemptEnd<E>> {
         #[cfg(feature = "tracing")]
         let _entered = self.scratch.lanes[lane].span.clone().entered();
@@ -74,7 +77,11 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     self.begin_attempt(lane, step, attempt + 1, kind);
                 }
                 Stage::Running => {
-                    let (error, ending, last) = match self.scratch.lanes[lane].panic.take() {
+                    let panic = match self.scratch.lanes[lane].panic.is_some() {
+                        true => self.scratch.lanes[lane].panic.take(),
+                        false => None,
+                    };
+                    let (error, ending, last) = match panic {
                         Some(panic) => {
                             self.cancel_attempt(lane, step);
                             if !panic.announced {
@@ -85,20 +92,20 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                             }
                             (panic.error, panic.ending, panic.last)
                         }
-                        None => {
-                            let (error, ending) = match self.poll_attempt(lane, step, kind, cx) {
-                                Poll::Pending => return Poll::Pending,
-                                Poll::Ready(Ok(())) => {
-                                    self.stop_lane_timer(lane);
-                                    self.scratch.release(lane);
-                                    self.transition(step, Transition::Succeeded(kind, attempt));
-                                    return Poll::Ready(AttemptEnd::Succeeded);
+                        None => match self.poll_attempt(lane, step, kind, cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Ok(())) => {
+                                self.attempt_succeeded(lane, step, kind, attempt);
+                                return Poll::Ready(AttemptEnd::Succeeded);
+                            }
+                            Poll::Ready(Err((error, ending))) => {
+                                let end = self.attempt_failed(lane, step, attempt, error, ending);
+                                match end {
+                                    Some(end) => return Poll::Ready(end),
+                                    None => continue,
                                 }
-                                Poll::Ready(Err(failed)) => failed,
-                            };
-                            self.transition(step, Transition::Failed(kind, attempt, &error));
-                            (error, ending, false)
-                        }
+                            }
+                        },
                     };
                     self.stop_lane_timer(lane);
                     if let Some(end) = self.after_error(lane, error, ending, last) {
@@ -109,9 +116,33 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         }
     }
 
+    /// The attempt in `lane` succeeded: the step ends.
+    #[inline(always)]
+    pub(super) fn attempt_succeeded(&mut self, lane: usize, step: usize, kind: Kind, attempt: u32) {
+        self.stop_lane_timer(lane);
+        self.scratch.release(lane);
+        self.transition(step, Transition::Succeeded(kind, attempt));
+    }
+
+    /// The attempt in `lane` returned an error or timed out: a retry begins
+    /// (`None`), or the step ends.
+    pub(super) fn attempt_failed(
+        &mut self,
+        lane: usize,
+        step: usize,
+        attempt: u32,
+        error: E,
+        ending: Ending,
+    ) -> Option<AttemptEnd<E>> {
+        let kind = self.scratch.lanes[lane].kind;
+        self.transition(step, Transition::Failed(kind, attempt, &error));
+        self.stop_lane_timer(lane);
+        self.after_error(lane, error, ending, false)
+    }
+
     /// Polls the attempt in flight; `Err` with how it ended badly.
-    #[inline]
-    fn poll_attempt(
+    #[inline(always)]
+    pub(super) fn poll_attempt(
         &mut self,
         lane: usize,
         step: usize,
@@ -148,6 +179,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         self.calling = Calling::Nothing;
     }
 
+    #[inline(always)]
     fn stop_lane_timer(&mut self, lane: usize) {
         if self.timers.is_some() {
             self.set_timer(Slot::Lane(lane), None);

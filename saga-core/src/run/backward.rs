@@ -30,41 +30,35 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             _ => (0, 1),
         };
         self.scratch.reset_pool();
-        Phase::Backward(Wave {
+        self.wave = Wave {
             start,
             end,
             next: end,
             limit,
+            sequence: false,
             cut_short_on_failure: false,
             halted: false,
-        })
+        };
+        Phase::Backward
     }
 
     /// Compensates until every compensation in flight waits (`Pending`) or
     /// the backward phase is over (`Ready`).
     pub(super) fn poll_backward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            loop {
-                let wave = self.wave();
-                if wave.halted || wave.next == wave.start {
-                    break;
+            let ended = if self.wave.limit == 1 && self.timers.is_none() {
+                if self.run_one_by_one_back(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                let step = wave.next - 1;
-                if !self.needs_compensation(step) {
-                    self.update_wave(|wave| wave.next = step);
-                    continue;
-                }
-                let Some(lane) = self.scratch.claim(wave.limit) else {
-                    break;
-                };
-                self.update_wave(|wave| wave.next = step);
-                self.start_attempt(lane, step, Kind::Compensation);
-            }
-            let ended = self.poll_lanes(cx);
+                true
+            } else {
+                self.start_compensations();
+                self.poll_lanes(cx)
+            };
             let wave = self.wave();
             if self.scratch.busy == 0 && (wave.halted || wave.next == wave.start) {
-                self.finish_backward_wave(wave);
-                if let Phase::Backward(_) = self.phase {
+                self.finish_backward_wave(*wave);
+                if self.phase == Phase::Backward {
                     continue;
                 }
                 return Poll::Ready(());
@@ -72,6 +66,33 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             if !ended {
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// Starts the compensations the wave has room for, last step first.
+    fn start_compensations(&mut self) {
+        while let Some(step) = self.next_to_compensate() {
+            let Some(lane) = self.scratch.claim(self.wave.limit) else {
+                break;
+            };
+            self.wave.next = step;
+            self.start_attempt(lane, step, Kind::Compensation);
+        }
+    }
+
+    /// The next step of the wave to compensate, skipping those that need
+    /// none; `None` once the wave has none left to start, or halted.
+    pub(super) fn next_to_compensate(&mut self) -> Option<usize> {
+        loop {
+            let wave = self.wave();
+            if wave.halted || wave.next == wave.start {
+                return None;
+            }
+            let step = wave.next - 1;
+            if self.needs_compensation(step) {
+                return Some(step);
+            }
+            self.wave.next = step;
         }
     }
 

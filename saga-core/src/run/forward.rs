@@ -13,6 +13,12 @@ use super::{Ending, Interrupted, Kind, Phase, Run, Wave};
 use crate::sleep::Slot;
 use crate::{InFlight, Recovery, SagaError, Step, StepFailure};
 
+/// Where `step`'s outcome is kept while its wave runs.
+#[inline]
+fn member(wave: &Wave, step: usize) -> usize {
+    if wave.sequence { 0 } else { step - wave.start }
+}
+
 impl Ending {
     fn outcome(self) -> Outcome {
         match self {
@@ -23,47 +29,62 @@ impl Ending {
 }
 
 impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
-    /// The forward wave over the block at `start`.
+    /// The forward wave from `start`: a parallel group, or the single steps
+    /// up to the next group.
     pub(super) fn forward_wave(&mut self, start: usize) -> Phase {
         if start == self.steps.len() {
             return Phase::Done;
         }
-        let (end, limit, cut_short_on_failure) = match self.plan.group_of(start) {
-            Some(group) => (
-                group.members.end,
-                group.limit,
-                group.on_failure == InFlight::CutShort,
-            ),
-            None => (start + 1, 1, false),
+        let plan = self.plan;
+        let wave = match plan.group_of(start) {
+            Some(group) => Wave {
+                start,
+                end: group.members.end,
+                next: start,
+                limit: group.limit,
+                sequence: false,
+                cut_short_on_failure: group.on_failure == InFlight::CutShort,
+                halted: false,
+            },
+            None => Wave {
+                start,
+                end: plan
+                    .groups
+                    .get(plan.group_index(start))
+                    .map_or(self.steps.len(), |group| group.members.start),
+                next: start,
+                limit: 1,
+                sequence: true,
+                cut_short_on_failure: false,
+                halted: false,
+            },
         };
-        self.scratch.outcomes.reset(end - start);
+        self.scratch
+            .outcomes
+            .reset(if wave.sequence { 1 } else { wave.end - start });
         self.scratch.reset_pool();
-        Phase::Forward(Wave {
-            start,
-            end,
-            next: start,
-            limit,
-            cut_short_on_failure,
-            halted: false,
-        })
+        self.wave = wave;
+        Phase::Forward
     }
 
-    /// The wave in progress. Waves live only in `self.phase`, never in a
-    /// local copy kept across a call, so that a panic in a step (see
-    /// `fail_in_flight`) cannot lose an update.
-    pub(super) fn wave(&self) -> Wave {
-        match self.phase {
-            Phase::Forward(wave) | Phase::Backward(wave) => wave,
-            Phase::Start | Phase::Done | Phase::Reported => {
-                unreachable!("no wave outside the forward and backward phases")
-            }
+    /// The block of `wave` that failed: a group, or the one step of a
+    /// sequence that ran last (none when it was stopped before its first).
+    fn block(wave: Wave) -> (usize, usize) {
+        match wave.sequence {
+            true => (wave.next.saturating_sub(1).max(wave.start), wave.next),
+            false => (wave.start, wave.end),
         }
     }
 
+    /// The wave in progress.
+    #[inline]
+    pub(super) fn wave(&self) -> &Wave {
+        &self.wave
+    }
+
+    #[inline]
     pub(super) fn update_wave(&mut self, update: impl FnOnce(&mut Wave)) {
-        if let Phase::Forward(wave) | Phase::Backward(wave) = &mut self.phase {
-            update(wave);
-        }
+        update(&mut self.wave);
     }
 
     /// Runs blocks until every step in flight waits (`Pending`) or the
@@ -81,24 +102,19 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     self.interrupt_forward(deadline);
                 }
             }
-            loop {
-                let wave = self.wave();
-                if wave.halted || wave.next == wave.end {
-                    break;
+            let ended = if self.wave.sequence && self.timers.is_none() {
+                if self.run_sequence(cx).is_pending() {
+                    return Poll::Pending;
                 }
-                let Some(lane) = self.scratch.claim(wave.limit) else {
-                    break;
-                };
-                let step = wave.next;
-                self.update_wave(|wave| wave.next += 1);
-                self.scratch.outcomes[step - wave.start] = Outcome::Running;
-                self.start_attempt(lane, step, Kind::Action);
-            }
-            let ended = self.poll_lanes(cx);
+                true
+            } else {
+                self.start_members();
+                self.poll_lanes(cx)
+            };
             let wave = self.wave();
             if self.scratch.busy == 0 && (wave.halted || wave.next == wave.end) {
-                self.finish_forward_wave(wave);
-                if let Phase::Forward(_) = self.phase {
+                self.finish_forward_wave(*wave);
+                if self.phase == Phase::Forward {
                     continue;
                 }
                 return Poll::Ready(());
@@ -109,8 +125,26 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         }
     }
 
+    /// Starts the members the wave has room for.
+    fn start_members(&mut self) {
+        loop {
+            let wave = self.wave();
+            if wave.halted || wave.next == wave.end {
+                break;
+            }
+            let (step, member) = (wave.next, member(wave, wave.next));
+            let Some(lane) = self.scratch.claim(wave.limit) else {
+                break;
+            };
+            self.update_wave(|wave| wave.next += 1);
+            self.scratch.outcomes[member] = Outcome::Running;
+            self.start_attempt(lane, step, Kind::Action);
+        }
+    }
+
     /// Polls the steps in flight that were woken (the one step of a wave
     /// that runs one at a time, at every poll); returns whether one ended.
+    #[inline(always)]
     pub(super) fn poll_lanes(&mut self, cx: &mut Context<'_>) -> bool {
         let side_by_side = self.wave().limit > 1;
         let Some(wakers) = self.scratch.wakers.as_ref().filter(|_| side_by_side) else {
@@ -139,6 +173,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         ended
     }
 
+    #[inline(always)]
     fn poll_and_end(&mut self, lane: usize, cx: &mut Context<'_>) -> bool {
         let Lane { step, kind, .. } = self.scratch.lanes[lane];
         let Poll::Ready(end) = self.poll_lane(lane, cx) else {
@@ -152,8 +187,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     }
 
     /// A member of the forward wave ended.
-    fn end_member(&mut self, end: AttemptEnd<E>, step: usize) {
-        let wave = self.wave();
+    #[inline(always)]
+    pub(super) fn end_member(&mut self, end: AttemptEnd<E>, step: usize) {
         let outcome = match end {
             AttemptEnd::Succeeded => Outcome::Applied,
             AttemptEnd::Cancelled => Outcome::CutShort,
@@ -162,8 +197,10 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 ending.outcome()
             }
         };
-        self.scratch.outcomes[step - wave.start] = outcome;
-        if matches!(outcome, Outcome::Failed | Outcome::CutShort) && !wave.halted {
+        let wave = self.wave();
+        let (member, halted) = (member(wave, step), wave.halted);
+        self.scratch.outcomes[member] = outcome;
+        if matches!(outcome, Outcome::Failed | Outcome::CutShort) && !halted {
             self.halt_forward(false);
         }
     }
@@ -185,7 +222,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// when the interrupt or the group's policy says so, else they finish.
     fn halt_forward(&mut self, interrupted: bool) {
         self.update_wave(|wave| wave.halted = true);
-        let wave = self.wave();
+        let cut_short_on_failure = self.wave().cut_short_on_failure;
         let deadline = self.interrupt.is_some_and(|interrupt| interrupt.deadline);
         for lane in 0..self.scratch.lane_count() {
             let Lane { step, stage, .. } = self.scratch.lanes[lane];
@@ -193,7 +230,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 Stage::Free => continue,
                 Stage::BackingOff if interrupted => self.interrupt_error(deadline),
                 Stage::BackingOff => None,
-                Stage::Running if !interrupted => match wave.cut_short_on_failure {
+                Stage::Running if !interrupted => match cut_short_on_failure {
                     true => None,
                     false => continue,
                 },
@@ -291,10 +328,11 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         }
         let propagate = failure.recovery() == Recovery::Propagate;
         self.set_timer(Slot::Saga, None);
-        self.failed_block = Some((wave.start, wave.end));
+        let (start, end) = Self::block(wave);
+        self.failed_block = Some((start, end));
         let mut left_applied = Vec::new();
-        for step in wave.start..wave.end {
-            let outcome = self.scratch.outcomes[step - wave.start];
+        for step in start..end {
+            let outcome = self.scratch.outcomes[step - start];
             // Cut short with no compensation to undo it, or propagated: left applied.
             let cut_short =
                 outcome == Outcome::CutShort && !self.steps[step].compensates_failed_action();
@@ -307,13 +345,13 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 .into_iter()
                 .for_each(|step| failure.record_left_applied(step));
             if propagate {
-                failure.record_never_compensated(0..wave.start);
+                failure.record_never_compensated(0..start);
             }
         }
         self.phase = if propagate {
             Phase::Done
         } else {
-            self.backward_wave(wave.end)
+            self.backward_wave(end)
         };
     }
 

@@ -21,6 +21,7 @@ mod backward;
 mod forward;
 mod observe;
 mod scratch;
+mod sequence;
 mod wakers;
 
 use alloc::boxed::Box;
@@ -76,6 +77,10 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     classifier_muted: bool,
     jitter_muted: bool,
     phase: Phase,
+    // The wave in progress, in `Forward` and `Backward`. It lives only here,
+    // never in a local copy kept across a call, so that a panic in a step
+    // (see `fail_in_flight`) cannot lose an update.
+    wave: Wave,
     // Set at the first failure of the forward phase; completed backward.
     failure: Option<SagaError<E>>,
     // The block whose members' outcomes are in `scratch.outcomes`.
@@ -100,8 +105,10 @@ struct Abort<E> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Start,
-    Forward(Wave),
-    Backward(Wave),
+    // `wave` is the forward wave in progress.
+    Forward,
+    // `wave` is the backward wave in progress.
+    Backward,
     // Finished; the result is yet to be returned.
     Done,
     // The result was returned.
@@ -109,7 +116,7 @@ enum Phase {
 }
 
 /// The steps `start..end` being run (forward) or compensated (backward).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Wave {
     start: usize,
     end: usize,
@@ -118,6 +125,9 @@ struct Wave {
     next: usize,
     // At most this many steps in flight (in lanes `0..limit`).
     limit: usize,
+    // Forward: single steps one after another (not a group), whose only
+    // outcome kept is the current step's.
+    sequence: bool,
     cut_short_on_failure: bool,
     // No new step starts: a member failed, or the run was interrupted.
     halted: bool,
@@ -183,6 +193,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             classifier_muted: false,
             jitter_muted: false,
             phase: Phase::Start,
+            wave: Wave::default(),
             failure: None,
             failed_block: None,
             interrupt: None,
@@ -319,7 +330,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// A panic outside any lane: it fails the forward phase, if it is not
     /// over.
     fn fail_forward(&mut self, error: E) {
-        if let Phase::Start | Phase::Forward(_) = self.phase {
+        if let Phase::Start | Phase::Forward = self.phase {
             self.stray_failure.get_or_insert(error);
         }
     }
@@ -426,8 +437,8 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
         };
         loop {
             let progress = match this.phase {
-                Phase::Forward(_) => this.poll_forward(cx),
-                Phase::Backward(_) => this.poll_backward(cx),
+                Phase::Forward => this.poll_forward(cx),
+                Phase::Backward => this.poll_backward(cx),
                 Phase::Start => {
                     this.start();
                     continue;

@@ -21,7 +21,7 @@ pub(super) enum Transition<'e, E> {
 }
 
 impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
-    #[inline]
+    #[inline(always)]
     pub(super) fn transition(&mut self, step: usize, transition: Transition<'_, E>) {
         #[cfg(feature = "tracing")]
         crate::trace::transition(transition_label(&transition));

@@ -57,6 +57,7 @@ impl<E> Scratch<E> {
     }
 
     /// A free lane, when fewer than `limit` steps are in flight.
+    #[inline(always)]
     pub(super) fn claim(&mut self, limit: usize) -> Option<usize> {
         if self.busy >= limit {
             return None;
@@ -73,6 +74,7 @@ impl<E> Scratch<E> {
     }
 
     /// Takes `lane` for the first attempt at `kind` of `step`.
+    #[inline(always)]
     pub(super) fn occupy(&mut self, lane: usize, step: usize, kind: Kind) {
         let slot = &mut self.lanes[lane];
         slot.step = step;
@@ -88,6 +90,7 @@ impl<E> Scratch<E> {
     }
 
     /// Frees a lane whose step ended.
+    #[inline(always)]
     pub(super) fn release(&mut self, lane: usize) {
         let slot = &mut self.lanes[lane];
         if slot.stage == Stage::Free {

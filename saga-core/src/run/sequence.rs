@@ -1,0 +1,104 @@
+//! Waves that run one step at a time, in a saga without a clock: the same
+//! transitions and bookkeeping as the general loops of `forward.rs` and
+//! `backward.rs` (lane 0, `start_attempt`, `poll_attempt`, and on any
+//! failure `attempt_failed` and the lane driver), with the success path
+//! inline so that a step costs little more than its own poll.
+
+use core::task::{Context, Poll};
+
+use super::attempt::AttemptEnd;
+use super::scratch::{Outcome, Stage};
+use super::{Kind, Run};
+use crate::Step;
+
+impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+    /// A forward sequence of single steps. `Ready` when the wave is to be
+    /// looked at again: finished, halted, or aborted between two steps.
+    #[inline(always)]
+    pub(super) fn run_sequence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let lane = &self.scratch.lanes.first;
+            let (step, attempt) = match lane.stage {
+                Stage::Free => {
+                    let step = self.wave.next;
+                    let aborted = self
+                        .abort
+                        .as_ref()
+                        .is_some_and(|abort| abort.handle.is_aborted());
+                    if self.wave.halted || step == self.wave.end || aborted {
+                        return Poll::Ready(());
+                    }
+                    self.wave.next = step + 1;
+                    self.scratch.outcomes.single = Outcome::Running;
+                    self.start_attempt(0, step, Kind::Action);
+                    (step, 1)
+                }
+                Stage::Running if lane.panic.is_none() => (lane.step, lane.attempt),
+                // A panic to settle (there is no backoff without a clock).
+                _ => {
+                    let step = lane.step;
+                    let Poll::Ready(end) = self.poll_lane(0, cx) else {
+                        return Poll::Pending;
+                    };
+                    self.end_member(end, step);
+                    continue;
+                }
+            };
+            #[cfg(feature = "tracing")]
+            let _entered = self.scratch.lanes.first.span.clone().entered();
+            match self.poll_attempt(0, step, Kind::Action, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    self.attempt_succeeded(0, step, Kind::Action, attempt);
+                    self.scratch.outcomes.single = Outcome::Applied;
+                }
+                Poll::Ready(Err((error, ending))) => {
+                    if let Some(end) = self.attempt_failed(0, step, attempt, error, ending) {
+                        self.end_member(end, step);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A backward wave that compensates one step at a time. `Ready` when the
+    /// wave is to be looked at again: finished or halted.
+    #[inline(always)]
+    pub(super) fn run_one_by_one_back(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let lane = &self.scratch.lanes.first;
+            let (step, attempt) = match lane.stage {
+                Stage::Free => {
+                    let Some(step) = self.next_to_compensate() else {
+                        return Poll::Ready(());
+                    };
+                    self.wave.next = step;
+                    self.start_attempt(0, step, Kind::Compensation);
+                    (step, 1)
+                }
+                Stage::Running if lane.panic.is_none() => (lane.step, lane.attempt),
+                _ => {
+                    let Poll::Ready(end) = self.poll_lane(0, cx) else {
+                        return Poll::Pending;
+                    };
+                    self.end_compensation(end);
+                    continue;
+                }
+            };
+            #[cfg(feature = "tracing")]
+            let _entered = self.scratch.lanes.first.span.clone().entered();
+            match self.poll_attempt(0, step, Kind::Compensation, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) => {
+                    self.attempt_succeeded(0, step, Kind::Compensation, attempt);
+                    self.end_compensation(AttemptEnd::Succeeded);
+                }
+                Poll::Ready(Err((error, ending))) => {
+                    if let Some(end) = self.attempt_failed(0, step, attempt, error, ending) {
+                        self.end_compensation(end);
+                    }
+                }
+            }
+        }
+    }
+}
