@@ -46,7 +46,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// the backward phase is over (`Ready`).
     pub(super) fn poll_backward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let ended = if self.wave.limit == 1 && self.timers.is_none() {
+            let ended = if self.wave.limit == 1 {
                 if self.run_one_by_one_back(cx).is_pending() {
                     return Poll::Pending;
                 }

@@ -102,7 +102,9 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     self.interrupt_forward(deadline);
                 }
             }
-            let ended = if self.wave.sequence && self.timers.is_none() {
+            // A deadline is looked at between steps by the general loop.
+            let deadline = self.timers.is_some() && self.plan.saga_timeout.is_some();
+            let ended = if self.wave.sequence && !deadline {
                 if self.run_sequence(cx).is_pending() {
                     return Poll::Pending;
                 }

@@ -1,8 +1,10 @@
-//! Waves that run one step at a time, in a saga without a clock: the same
-//! transitions and bookkeeping as the general loops of `forward.rs` and
-//! `backward.rs` (lane 0, `start_attempt`, `poll_attempt`, and on any
-//! failure `attempt_failed` and the lane driver), with the success path
-//! inline so that a step costs little more than its own poll.
+//! Waves that run one step at a time (single steps forward, unless a
+//! saga deadline must be looked at between them; sequential compensation):
+//! the same transitions and bookkeeping as the general loops of
+//! `forward.rs` and `backward.rs` (lane 0, `start_attempt`, `poll_attempt`
+//! with its timeout, and on any failure `attempt_failed` and the lane
+//! driver for panics and backoffs), with the success path inline so that a
+//! step costs little more than its own poll.
 
 use core::task::{Context, Poll};
 
@@ -61,7 +63,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         }
     }
 
-    /// A backward wave that compensates one step at a time. `Ready` when the
+    /// A backward wave that compensates one step at a time (a deadline does
+    /// not bound compensations). `Ready` when the
     /// wave is to be looked at again: finished or halted.
     #[inline(always)]
     pub(super) fn run_one_by_one_back(&mut self, cx: &mut Context<'_>) -> Poll<()> {
