@@ -109,6 +109,7 @@ fn shape() -> impl Strategy<Value = GroupShape> {
                         steps,
                         blocks,
                         flaky,
+                        limits: Vec::new(),
                         action_attempts,
                         compensation_attempts,
                         mode,
