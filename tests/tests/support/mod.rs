@@ -708,6 +708,8 @@ pub struct Extras {
     /// A sleeper that never wakes, with saga-wide action and compensation
     /// timeouts and a saga deadline: timeouts that never fire.
     pub timeouts: bool,
+    /// Counts the sleeps the sleeper of `timeouts` was asked for.
+    pub sleeps: Arc<AtomicUsize>,
     /// The step whose first action attempt aborts the run through this
     /// handle (as it starts), if any.
     pub abort_at: Option<(usize, AbortHandle)>,
@@ -721,8 +723,12 @@ pub const NEVER: Duration = Duration::from_millis(1);
 /// `extras` attached.
 pub fn build_grouped_with(shape: &GroupShape, ledger: &Ledger, extras: &Extras) -> Saga<TestError> {
     if extras.timeouts {
+        let sleeps = extras.sleeps.clone();
         let builder = SagaBuilder::new()
-            .sleeper(|_duration: Duration| std::future::pending::<()>())
+            .sleeper(move |_duration: Duration| {
+                sleeps.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>()
+            })
             .action_timeout(NEVER)
             .compensation_timeout(NEVER)
             .saga_timeout(NEVER);
@@ -1790,6 +1796,9 @@ pub struct Trace {
     pub violations: Vec<String>,
     /// What the observer counted, when there was one.
     pub tallied: Option<Tallied>,
+    /// How many sleeps the never-waking sleeper was asked for, when there
+    /// was one.
+    pub sleeps: Option<usize>,
 }
 
 impl Trace {
@@ -1840,6 +1849,7 @@ pub async fn run_traced(shape: &GroupShape, attach: Attach, abort_at: Option<usi
     let extras = Extras {
         observer: tally.clone(),
         timeouts: attach.timeouts,
+        sleeps: Arc::default(),
         abort_at: abort_at.zip(handle.clone()),
     };
     let mut saga = build_grouped_with(shape, &ledger, &extras);
@@ -1858,6 +1868,9 @@ pub async fn run_traced(shape: &GroupShape, attach: Attach, abort_at: Option<usi
         peaks: ledger.peaks(),
         violations: ledger.violations(),
         tallied: tally.map(|tally| tally.counts()),
+        sleeps: attach
+            .timeouts
+            .then(|| extras.sleeps.load(Ordering::SeqCst)),
     }
 }
 
