@@ -15,7 +15,8 @@
 //! and step, so failures are observed in varied orders). That is 8,352 cases
 //! per mode (128 + 1,152 + 5,504 + 26,624 = 33,408 over the four modes
 //! `StopOnError`, `ContinueOnError`, `ConcurrentGroups`, `Concurrent`), each
-//! on all six executors (200,448 runs).
+//! on all six executors (200,448 runs). Every case also checks the peak
+//! number of compensations in flight (`support::model_peaks`).
 //!
 //! **Retry sweep** (`every_retry_in_a_group_matches_the_model`): a step, a
 //! group of 2 or 3, and a last step that fails or not; each member's action
@@ -23,7 +24,8 @@
 //! `Retry::attempts` for actions is unset, 2 or 3; every compensation fails
 //! its first 0, 1 or 2 attempts; compensation attempts unset, 2 or 3; step
 //! kinds (pysagas either policy, by value, by ref, by option, hand-written)
-//! and the four modes varied per case: 4,320 cases, on all six executors.
+//! varied per case; 4,320 shapes, each in the four modes: 17,280 cases, on
+//! all six executors.
 #![allow(
     clippy::std_instead_of_core,
     clippy::std_instead_of_alloc,
@@ -116,6 +118,7 @@ fn block_cases(mode: CompensationMode) -> Vec<GroupShape> {
                             steps,
                             blocks: blocks.clone(),
                             flaky: Vec::new(),
+                            limits: Vec::new(),
                             action_attempts: None,
                             compensation_attempts: None,
                             mode,
@@ -146,6 +149,7 @@ fn retry_cases() -> Vec<GroupShape> {
         },
     ];
     let mut cases = Vec::new();
+    let mut shapes = 0usize;
     for w in [2usize, 3] {
         let n = w + 2;
         // Each member: 0 = ok, 1 = fails once, 2 = fails twice, 3 = always fails.
@@ -154,7 +158,8 @@ fn retry_cases() -> Vec<GroupShape> {
                 for undo_flaky in 0..3u32 {
                     for compensation_attempts in [None, Some(2), Some(3)] {
                         for last_fails in [false, true] {
-                            let case = cases.len();
+                            let case = shapes;
+                            shapes += 1;
                             let mut steps = Vec::new();
                             let mut flaky = Vec::new();
                             for i in 0..n {
@@ -178,15 +183,18 @@ fn retry_cases() -> Vec<GroupShape> {
                                     undo: undo_flaky,
                                 });
                             }
-                            cases.push(GroupShape {
-                                steps,
-                                blocks: vec![Block::Single, Block::Group(w), Block::Single],
-                                flaky,
-                                action_attempts,
-                                compensation_attempts,
-                                mode: MODES[case % MODES.len()],
-                                classifier: false,
-                            });
+                            for mode in MODES {
+                                cases.push(GroupShape {
+                                    steps: steps.clone(),
+                                    blocks: vec![Block::Single, Block::Group(w), Block::Single],
+                                    flaky: flaky.clone(),
+                                    limits: Vec::new(),
+                                    action_attempts,
+                                    compensation_attempts,
+                                    mode,
+                                    classifier: false,
+                                });
+                            }
                         }
                     }
                 }
@@ -280,8 +288,8 @@ fn every_group_fault_matches_the_model_concurrent() {
 #[test]
 fn every_retry_in_a_group_matches_the_model() {
     let cases = retry_cases();
-    assert_eq!(cases.len(), (16 + 64) * 3 * 3 * 3 * 2);
-    assert_eq!(cases.len(), 4_320);
+    assert_eq!(cases.len(), (16 + 64) * 3 * 3 * 3 * 2 * 4);
+    assert_eq!(cases.len(), 17_280);
     let reports: Vec<_> = cases
         .iter()
         .map(model_grouped)
@@ -365,6 +373,7 @@ fn sequential_modes_compensate_group_members_in_descending_order() {
             .collect(),
         blocks: vec![Block::Single, Block::Group(3), Block::Single],
         flaky: Vec::new(),
+        limits: Vec::new(),
         action_attempts: None,
         compensation_attempts: None,
         mode: CompensationMode::StopOnError,
@@ -399,6 +408,7 @@ fn rerun_shape() -> GroupShape {
             .collect(),
         blocks: vec![Block::Group(3)],
         flaky: Vec::new(),
+        limits: Vec::new(),
         action_attempts: None,
         compensation_attempts: None,
         mode: CompensationMode::StopOnError,
@@ -437,6 +447,7 @@ fn a_second_wide_group_observes_failures_in_member_order() {
             .collect(),
         blocks: vec![Block::Group(3), Block::Group(3)],
         flaky: Vec::new(),
+        limits: Vec::new(),
         action_attempts: None,
         compensation_attempts: None,
         mode: CompensationMode::StopOnError,

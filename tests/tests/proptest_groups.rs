@@ -3,8 +3,9 @@
 //! of single steps and groups of 1 to 3 members, every step kind, actions
 //! that always fail or fail their first 0 to 3 attempts, compensations that
 //! always fail or fail their first 0 to 2 attempts, saga-wide
-//! `Retry::attempts(1..=3)` for actions and compensations (or none), the four
-//! compensation modes, an optional classifier, and suspensions.
+//! `Retry::attempts(1..=3)` for actions and compensations (or none), an
+//! optional classifier, and suspensions; each shape in the four
+//! compensation modes (logs, reports and the peak concurrency).
 //!
 //! At most one group per shape has 3 members: with two, the engine may
 //! observe simultaneous failures of the second one out of member order (see
@@ -62,14 +63,13 @@ fn step() -> impl Strategy<Value = (StepSpec, Flaky)> {
         )
 }
 
-fn mode() -> impl Strategy<Value = CompensationMode> {
-    prop_oneof![
-        Just(CompensationMode::StopOnError),
-        Just(CompensationMode::ContinueOnError),
-        Just(CompensationMode::ConcurrentGroups),
-        Just(CompensationMode::Concurrent),
-    ]
-}
+/// Every shape runs in each of them.
+const MODES: [CompensationMode; 4] = [
+    CompensationMode::StopOnError,
+    CompensationMode::ContinueOnError,
+    CompensationMode::ConcurrentGroups,
+    CompensationMode::Concurrent,
+];
 
 fn shape() -> impl Strategy<Value = GroupShape> {
     // 0: single step; 1..=3: a group of that many members.
@@ -99,19 +99,19 @@ fn shape() -> impl Strategy<Value = GroupShape> {
             prop::collection::vec(step(), n),
             prop::option::of(1u32..=3),
             prop::option::of(1u32..=3),
-            mode(),
             any::<bool>(),
         )
             .prop_map(
-                |(blocks, steps, action_attempts, compensation_attempts, mode, classifier)| {
+                |(blocks, steps, action_attempts, compensation_attempts, classifier)| {
                     let (steps, flaky) = steps.into_iter().unzip();
                     GroupShape {
                         steps,
                         blocks,
                         flaky,
+                        limits: Vec::new(),
                         action_attempts,
                         compensation_attempts,
-                        mode,
+                        mode: CompensationMode::StopOnError,
                         classifier,
                     }
                 },
@@ -124,10 +124,13 @@ proptest! {
 
     #[test]
     fn random_grouped_shapes_match_the_model(shape in shape()) {
-        for exec in Exec::ALL {
-            let checked = shape.clone();
-            let result = exec.block_on(async move { check_grouped(&checked).await });
-            prop_assert!(result.is_ok(), "on {:?}: {}", exec, result.unwrap_err());
+        for mode in MODES {
+            for exec in Exec::ALL {
+                let mut checked = shape.clone();
+                checked.mode = mode;
+                let result = exec.block_on(async move { check_grouped(&checked).await });
+                prop_assert!(result.is_ok(), "in {:?} on {:?}: {}", mode, exec, result.unwrap_err());
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Random saga shapes, checked against the reference model: mixes of
 //! `FnStep` (either failed-action policy), `TypedStep` by value, by reference
 //! and by option, and hand-written steps; random failing actions and
-//! compensations, classifier decisions, compensation modes and suspensions.
+//! compensations, classifier decisions, the four compensation modes and
+//! suspensions; logs, reports and the peak concurrency.
 #![allow(
     clippy::std_instead_of_core,
     clippy::std_instead_of_alloc,
@@ -54,7 +55,9 @@ fn shape() -> impl Strategy<Value = Shape> {
         prop::collection::vec(step(), 0..16),
         prop_oneof![
             Just(CompensationMode::StopOnError),
-            Just(CompensationMode::ContinueOnError)
+            Just(CompensationMode::ContinueOnError),
+            Just(CompensationMode::ConcurrentGroups),
+            Just(CompensationMode::Concurrent),
         ],
         any::<bool>(),
     )
@@ -82,11 +85,15 @@ proptest! {
         let ledger = support::Ledger::new();
         let mut saga = support::build_shape(&shape, &ledger);
         let expected = model(&shape);
+        let grouped = support::GroupShape::sequential(&shape);
+        let peaks = support::model_peaks(&grouped, &expected);
         for run in 0..3 {
             let result = support::block_on_adversarial(saga.run())
                 .map_err(|error| support::Report::of(&error));
             let observed = support::Outcome { events: ledger.take(), result };
-            prop_assert_eq!(&observed, &expected, "run {}", run);
+            let compared = support::compare_grouped(&grouped, &expected, &observed);
+            prop_assert!(compared.is_ok(), "run {}: {}", run, compared.unwrap_err());
+            prop_assert_eq!(ledger.take_peaks(), peaks, "the peak concurrency of run {}", run);
         }
         prop_assert_eq!(ledger.violations(), Vec::<String>::new());
     }

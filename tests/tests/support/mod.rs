@@ -15,7 +15,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use saga_core::{
-    CompensationMode, FnStep, Recovery, Retry, Saga, SagaBuilder, SagaError, Step, TypedStep,
+    AbortHandle, Aborted, CompensationMode, FnStep, Observer, ParallelGroup, Permits, Recovery,
+    Retry, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut, TypedStep, Untimed,
 };
 
 // ---------------------------------------------------------------------------
@@ -274,9 +275,44 @@ pub enum Event {
 }
 
 /// A shared, recording log of [`Event`]s, plus the Step-protocol violations
-/// that [`Checked`] steps saw.
+/// that [`Checked`] steps saw, plus the [`Gauge`] of what was in flight.
 #[derive(Debug, Clone, Default)]
-pub struct Ledger(Arc<Mutex<Vec<Event>>>, Arc<Mutex<Vec<String>>>);
+pub struct Ledger(
+    Arc<Mutex<Vec<Event>>>,
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Gauge>>,
+);
+
+/// The peak numbers of attempts in flight during a run, as [`Measured`]
+/// steps count them: an action or compensation attempt is in flight from its
+/// first poll until it returns `Ready` (or is cancelled, reset or dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Peaks {
+    /// The most action attempts in flight at once.
+    pub actions: usize,
+    /// The most compensation attempts in flight at once.
+    pub compensations: usize,
+    /// The most attempts of either kind in flight at once: more than the
+    /// larger of the two above only if an action and a compensation overlap.
+    pub overall: usize,
+}
+
+/// What is in flight now, and the peaks so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauge {
+    actions: usize,
+    compensations: usize,
+    peaks: Peaks,
+}
+
+impl Gauge {
+    fn note_peaks(&mut self) {
+        let peaks = &mut self.peaks;
+        peaks.actions = peaks.actions.max(self.actions);
+        peaks.compensations = peaks.compensations.max(self.compensations);
+        peaks.overall = peaks.overall.max(self.actions + self.compensations);
+    }
+}
 
 impl Ledger {
     /// An empty ledger.
@@ -309,6 +345,51 @@ impl Ledger {
         self.1.lock().unwrap().clone()
     }
 
+    /// An action attempt started (its first poll).
+    pub fn action_started(&self) {
+        let mut gauge = self.2.lock().unwrap();
+        gauge.actions += 1;
+        gauge.note_peaks();
+    }
+
+    /// An action attempt finished, or was cancelled or dropped.
+    pub fn action_ended(&self) {
+        let mut gauge = self.2.lock().unwrap();
+        gauge.actions = gauge.actions.checked_sub(1).expect("an action in flight");
+    }
+
+    /// A compensation attempt started (its first poll).
+    pub fn compensation_started(&self) {
+        let mut gauge = self.2.lock().unwrap();
+        gauge.compensations += 1;
+        gauge.note_peaks();
+    }
+
+    /// A compensation attempt finished, or was cancelled or dropped.
+    pub fn compensation_ended(&self) {
+        let mut gauge = self.2.lock().unwrap();
+        gauge.compensations = gauge
+            .compensations
+            .checked_sub(1)
+            .expect("a compensation in flight");
+    }
+
+    /// The peaks so far.
+    pub fn peaks(&self) -> Peaks {
+        self.2.lock().unwrap().peaks
+    }
+
+    /// How many action and compensation attempts are in flight now.
+    pub fn in_flight(&self) -> (usize, usize) {
+        let gauge = self.2.lock().unwrap();
+        (gauge.actions, gauge.compensations)
+    }
+
+    /// The peaks so far, and starts counting them afresh (for a new run).
+    pub fn take_peaks(&self) -> Peaks {
+        std::mem::take(&mut self.2.lock().unwrap().peaks)
+    }
+
     /// The steps whose compensation started, in order.
     pub fn undone(&self) -> Vec<usize> {
         self.events()
@@ -339,6 +420,10 @@ pub enum TestError {
     Action(usize),
     /// Step `i`'s compensation failed.
     Undo(usize),
+    /// An attempt or the saga timed out (`From<TimedOut>`).
+    TimedOut,
+    /// The run was aborted (`From<Aborted>`).
+    Aborted,
 }
 
 impl fmt::Display for TestError {
@@ -346,7 +431,21 @@ impl fmt::Display for TestError {
         match self {
             TestError::Action(step) => write!(f, "action {step} failed"),
             TestError::Undo(step) => write!(f, "undo {step} failed"),
+            TestError::TimedOut => f.write_str("timed out"),
+            TestError::Aborted => f.write_str("aborted"),
         }
+    }
+}
+
+impl From<TimedOut> for TestError {
+    fn from(_: TimedOut) -> Self {
+        TestError::TimedOut
+    }
+}
+
+impl From<Aborted> for TestError {
+    fn from(_: Aborted) -> Self {
+        TestError::Aborted
     }
 }
 
@@ -529,6 +628,12 @@ pub struct GroupShape {
     pub blocks: Vec<Block>,
     /// Per step (missing entries: [`Flaky::default`]).
     pub flaky: Vec<Flaky>,
+    /// Per block: the `ParallelGroup::limit` of a group (missing entries or
+    /// `None`: no limit; ignored for single steps). The model covers a group
+    /// whose limit is below its width only when its members' actions never
+    /// suspend and never fail for good (then they run one after another
+    /// whenever the engine admits them, and the log does not depend on when).
+    pub limits: Vec<Option<usize>>,
     /// `SagaBuilder::action_retry(Retry::attempts(n))`, when set.
     pub action_attempts: Option<u32>,
     /// `SagaBuilder::compensation_retry(Retry::attempts(n))`, when set.
@@ -546,6 +651,7 @@ impl GroupShape {
             steps: shape.steps.clone(),
             blocks: vec![Block::Single; shape.steps.len()],
             flaky: Vec::new(),
+            limits: Vec::new(),
             action_attempts: None,
             compensation_attempts: None,
             mode: shape.mode,
@@ -572,11 +678,76 @@ impl GroupShape {
         assert_eq!(start, self.steps.len(), "the blocks cover the steps");
         ranges
     }
+
+    /// How many members of block `block` may be in flight at once: its
+    /// limit, capped by its width (1 for a single step).
+    pub fn block_limit(&self, block: usize) -> usize {
+        match self.blocks[block] {
+            Block::Single => 1,
+            Block::Group(width) => self
+                .limits
+                .get(block)
+                .copied()
+                .flatten()
+                .map_or(width, |limit| limit.clamp(1, width)),
+        }
+    }
 }
 
 /// Builds the saga that `shape` describes, recording into `ledger`.
 pub fn build_grouped(shape: &GroupShape, ledger: &Ledger) -> Saga<TestError> {
-    let mut builder = SagaBuilder::new().compensation_mode(shape.mode);
+    build_grouped_with(shape, ledger, &Extras::default())
+}
+
+/// What a run of a shape may have attached that the rules say changes
+/// nothing (unless the abort point is reached).
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// An [`Observer`] (`SagaBuilder::observer`).
+    pub observer: Option<Arc<Tally>>,
+    /// A sleeper that never wakes, with saga-wide action and compensation
+    /// timeouts and a saga deadline: timeouts that never fire.
+    pub timeouts: bool,
+    /// Counts the sleeps the sleeper of `timeouts` was asked for.
+    pub sleeps: Arc<AtomicUsize>,
+    /// The step whose first action attempt aborts the run through this
+    /// handle (as it starts), if any.
+    pub abort_at: Option<(usize, AbortHandle)>,
+}
+
+/// The timeout of [`Extras::timeouts`]: any duration does, the sleeper never
+/// wakes.
+pub const NEVER: Duration = Duration::from_millis(1);
+
+/// Builds the saga that `shape` describes, recording into `ledger`, with
+/// `extras` attached.
+pub fn build_grouped_with(shape: &GroupShape, ledger: &Ledger, extras: &Extras) -> Saga<TestError> {
+    if extras.timeouts {
+        let sleeps = extras.sleeps.clone();
+        let builder = SagaBuilder::new()
+            .sleeper(move |_duration: Duration| {
+                sleeps.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>()
+            })
+            .action_timeout(NEVER)
+            .compensation_timeout(NEVER)
+            .saga_timeout(NEVER);
+        populate(builder, shape, ledger, extras).build()
+    } else {
+        populate(SagaBuilder::new(), shape, ledger, extras).build()
+    }
+}
+
+/// A builder of `Send` steps, with or without a sleeper.
+type Builder<T> = SagaBuilder<TestError, dyn Step<TestError> + Send + 'static, T>;
+
+fn populate<T: Permits<Untimed>>(
+    builder: Builder<T>,
+    shape: &GroupShape,
+    ledger: &Ledger,
+    extras: &Extras,
+) -> Builder<T> {
+    let mut builder = builder.compensation_mode(shape.mode);
     if let Some(attempts) = shape.action_attempts {
         builder = builder.action_retry(Retry::attempts(attempts));
     }
@@ -584,17 +755,28 @@ pub fn build_grouped(shape: &GroupShape, ledger: &Ledger) -> Saga<TestError> {
         builder = builder.compensation_retry(Retry::attempts(attempts));
     }
     let flaky = |i: usize| shape.flaky.get(i).copied().unwrap_or_default();
-    for (range, group) in shape.blocks_ranges() {
+    let trigger = |i: usize| {
+        extras
+            .abort_at
+            .as_ref()
+            .filter(|(at, _)| *at == i)
+            .map(|(_, handle)| handle.clone())
+    };
+    for (b, (range, group)) in shape.blocks_ranges().into_iter().enumerate() {
         if group {
-            builder = builder.parallel(|mut members| {
+            let settings = match shape.limits.get(b).copied().flatten() {
+                Some(limit) => ParallelGroup::new().limit(limit),
+                None => ParallelGroup::new(),
+            };
+            builder = builder.parallel_with(settings, |mut members| {
                 for i in range {
-                    members = add_spec(members, i, shape.steps[i], flaky(i), ledger);
+                    members = add_spec(members, i, shape.steps[i], flaky(i), ledger, trigger(i));
                 }
                 members
             });
         } else {
             let i = range.start;
-            builder = add_spec(builder, i, shape.steps[i], flaky(i), ledger);
+            builder = add_spec(builder, i, shape.steps[i], flaky(i), ledger, trigger(i));
         }
     }
     if shape.classifier {
@@ -602,9 +784,84 @@ pub fn build_grouped(shape: &GroupShape, ledger: &Ledger) -> Saga<TestError> {
         builder = builder.classify(move |error: &TestError| match *error {
             TestError::Action(step) => decisions[step],
             TestError::Undo(step) => panic!("the classifier saw compensation error of step {step}"),
+            TestError::TimedOut | TestError::Aborted => Recovery::Compensate,
         });
     }
-    builder.build()
+    if let Some(observer) = &extras.observer {
+        builder = builder.observer(observer.clone());
+    }
+    builder
+}
+
+/// An [`Observer`] that only counts what it is told (it cannot change the
+/// run: it gets shared references, between transitions).
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// `saga_started`, `saga_finished`, `action_started`,
+    /// `compensation_started`, `action_failed`, `compensation_failed`.
+    counts: [AtomicUsize; 6],
+}
+
+/// What a [`Tally`] counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tallied {
+    /// `saga_started` calls.
+    pub runs_started: usize,
+    /// `saga_finished` calls.
+    pub runs_finished: usize,
+    /// `action_started` calls.
+    pub actions_started: usize,
+    /// `compensation_started` calls.
+    pub compensations_started: usize,
+    /// `action_failed` calls.
+    pub actions_failed: usize,
+    /// `compensation_failed` calls.
+    pub compensations_failed: usize,
+}
+
+impl Tally {
+    fn bump(&self, which: usize) {
+        self.counts[which].fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// What it counted so far.
+    pub fn counts(&self) -> Tallied {
+        let count = |which: usize| self.counts[which].load(Ordering::SeqCst);
+        Tallied {
+            runs_started: count(0),
+            runs_finished: count(1),
+            actions_started: count(2),
+            compensations_started: count(3),
+            actions_failed: count(4),
+            compensations_failed: count(5),
+        }
+    }
+}
+
+impl Observer<TestError> for Tally {
+    fn saga_started(&self, _steps: usize) {
+        self.bump(0);
+    }
+
+    fn saga_finished(&self, _result: Result<(), &SagaError<TestError>>) {
+        self.bump(1);
+    }
+
+    fn action_started(&self, _step: StepRef<'_>, _attempt: u32) {
+        self.bump(2);
+    }
+
+    fn compensation_started(&self, _step: StepRef<'_>, _attempt: u32) {
+        self.bump(3);
+    }
+
+    fn action_failed(&self, _step: StepRef<'_>, _attempt: u32, _error: &TestError) {
+        self.bump(4);
+    }
+
+    fn compensation_failed(&self, _step: StepRef<'_>, _attempt: u32, _error: &TestError) {
+        self.bump(5);
+    }
 }
 
 /// Counts a closure step's attempts, and says whether the next one fails.
@@ -639,13 +896,24 @@ impl Attempts {
     }
 }
 
-fn add_spec(
-    builder: SagaBuilder<TestError>,
+/// Step `i`, [`Measured`] and [`Checked`].
+fn measure<S>(
+    ledger: &Ledger,
+    i: usize,
+    trigger: Option<AbortHandle>,
+    step: S,
+) -> Checked<Measured<S>> {
+    Checked::new(ledger, i, Measured::new(ledger, step, trigger))
+}
+
+fn add_spec<T>(
+    builder: Builder<T>,
     i: usize,
     spec: StepSpec,
     flaky: Flaky,
     ledger: &Ledger,
-) -> SagaBuilder<TestError> {
+    trigger: Option<AbortHandle>,
+) -> Builder<T> {
     let (a, c) = (ledger.clone(), ledger.clone());
     let StepSpec {
         action_yields: ay,
@@ -655,18 +923,20 @@ fn add_spec(
     let acts = Attempts::new(spec.action_fails, flaky.action);
     let undos = Attempts::new(spec.undo_fails, flaky.undo);
     match spec.kind {
-        Kind::Fn { compensate_failed } => builder.step(Checked::new(
+        Kind::Fn { compensate_failed } => builder.step(measure(
             ledger,
             i,
+            trigger,
             FnStep::new(
                 move || act(a.clone(), i, ay, acts.next_fails(), i),
                 move || undo(c.clone(), i, uy, undos.next_fails()),
             )
             .compensate_failed_action(compensate_failed),
         )),
-        Kind::ByValue => builder.step(Checked::new(
+        Kind::ByValue => builder.step(measure(
             ledger,
             i,
+            trigger,
             TypedStep::by_value(
                 move || act(a.clone(), i, ay, acts.next_fails(), Token(i)),
                 move |token: Token| {
@@ -679,9 +949,10 @@ fn add_spec(
                 },
             ),
         )),
-        Kind::ByRef => builder.step(Checked::new(
+        Kind::ByRef => builder.step(measure(
             ledger,
             i,
+            trigger,
             TypedStep::by_ref(
                 move || act(a.clone(), i, ay, acts.next_fails(), Token(i)),
                 move |token: &Token| {
@@ -696,9 +967,10 @@ fn add_spec(
         )),
         Kind::ByOption => {
             let last = acts.clone();
-            builder.step(Checked::new(
+            builder.step(measure(
                 ledger,
                 i,
+                trigger,
                 TypedStep::by_option(
                     move || act(a.clone(), i, ay, acts.next_fails(), Token(i)),
                     move |token: Option<Token>| {
@@ -713,9 +985,10 @@ fn add_spec(
                 ),
             ))
         }
-        Kind::Custom { compensate_failed } => builder.step(Checked::new(
+        Kind::Custom { compensate_failed } => builder.step(measure(
             ledger,
             i,
+            trigger,
             CustomStep::new(ledger, i, spec, compensate_failed).flaky(flaky),
         )),
     }
@@ -838,6 +1111,121 @@ impl Step<TestError> for CustomStep {
 
     fn name(&self) -> Option<&str> {
         Some("custom")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Concurrency, measured from the step's side
+// ---------------------------------------------------------------------------
+
+/// A transparent [`Step`] wrapper that counts, in its [`Ledger`]'s gauge, the
+/// action and compensation attempts in flight (see [`Peaks`]).
+///
+/// So that compensations the engine runs together are in flight together,
+/// every compensation attempt suspends once before the wrapped step's
+/// compensation is first polled (returning `Pending` after waking its own
+/// waker): an attempt is in flight from its first poll to its `Ready`, so
+/// every compensation the engine starts in the same pass overlaps with the
+/// others. Actions are not delayed: they suspend exactly as their
+/// [`StepSpec`] says, so the model's forward log is unchanged and predicts
+/// which of them overlap.
+///
+/// With an abort trigger, the first action attempt aborts the run through the
+/// handle as it starts.
+#[derive(Debug)]
+pub struct Measured<S> {
+    inner: Pin<Box<S>>,
+    ledger: Ledger,
+    acting: bool,
+    compensating: bool,
+    trigger: Option<AbortHandle>,
+}
+
+impl<S> Measured<S> {
+    /// Wraps `step`, counting into `ledger`.
+    pub fn new(ledger: &Ledger, step: S, trigger: Option<AbortHandle>) -> Self {
+        Measured {
+            inner: Box::pin(step),
+            ledger: ledger.clone(),
+            acting: false,
+            compensating: false,
+            trigger,
+        }
+    }
+
+    /// Ends whatever attempt is in flight.
+    fn settle(&mut self) {
+        if std::mem::take(&mut self.acting) {
+            self.ledger.action_ended();
+        }
+        if std::mem::take(&mut self.compensating) {
+            self.ledger.compensation_ended();
+        }
+    }
+}
+
+impl<S> Drop for Measured<S> {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+impl<E, S: Step<E>> Step<E> for Measured<S> {
+    fn poll_action(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let this = self.get_mut();
+        if !this.acting {
+            this.acting = true;
+            this.ledger.action_started();
+            if let Some(handle) = this.trigger.take() {
+                handle.abort();
+            }
+        }
+        let poll = this.inner.as_mut().poll_action(cx);
+        if poll.is_ready() {
+            this.acting = false;
+            this.ledger.action_ended();
+        }
+        poll
+    }
+
+    fn poll_compensate(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        let this = self.get_mut();
+        if !this.compensating {
+            this.compensating = true;
+            this.ledger.compensation_started();
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let poll = this.inner.as_mut().poll_compensate(cx);
+        if poll.is_ready() {
+            this.compensating = false;
+            this.ledger.compensation_ended();
+        }
+        poll
+    }
+
+    fn reset(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        this.settle();
+        this.inner.as_mut().reset();
+    }
+
+    fn cancel(self: Pin<&mut Self>) {
+        let this = self.get_mut();
+        this.settle();
+        this.inner.as_mut().cancel();
+    }
+
+    fn compensates_failed_action(&self) -> bool {
+        self.inner.compensates_failed_action()
+    }
+
+    fn retries_compensation(&self) -> bool {
+        self.inner.retries_compensation()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.inner.name()
     }
 }
 
@@ -1103,8 +1491,25 @@ pub fn model_grouped(shape: &GroupShape) -> Outcome {
     let action_attempts = shape.action_attempts.unwrap_or(1).max(1);
     let compensation_attempts = shape.compensation_attempts.unwrap_or(1).max(1);
     let mut events = Vec::new();
-    for (block, _) in shape.blocks_ranges() {
+    for (b, (block, _)) in shape.blocks_ranges().into_iter().enumerate() {
         let width = block.len();
+        if shape.block_limit(b) < width {
+            // Members then run one after another, each settling in the poll
+            // that starts it, whenever the engine admits the next.
+            for i in block.clone() {
+                let spec = shape.steps[i];
+                assert!(
+                    spec.action_yields == 0
+                        && !spec.action_fails
+                        && flaky(i).action < action_attempts
+                        && (flaky(i).action == 0
+                            || !shape.classifier
+                            || spec.recovery == Recovery::Retry),
+                    "the model does not cover step {i} of a group limited below its width: \
+                     its action suspends or fails for good"
+                );
+            }
+        }
         let mut attempt = vec![1u32; width];
         let mut polls = vec![0u32; width];
         // `Some(true)`: applied; `Some(false)`: failed for good.
@@ -1230,6 +1635,70 @@ pub fn model_grouped(shape: &GroupShape) -> Outcome {
     }
 }
 
+/// The concurrency the rules imply for a run of `shape` whose log is the
+/// model's `expected` one (see [`Measured`] for what counts as in flight):
+///
+/// - Actions: the attempts between their `Action` and `ActionDone` events in
+///   the forward log (several overlap only inside a parallel group).
+/// - Compensations, by the documentation of `CompensationMode`:
+///   `StopOnError` and `ContinueOnError` run one at a time (1 when any runs);
+///   `ConcurrentGroups` runs the members of each group together, within the
+///   group's limit, and blocks one after another (the most, over the blocks,
+///   of the limit or the block's members to compensate, whichever is
+///   fewer; 1 for a saga of single steps); `Concurrent` runs every
+///   compensation at once (all the steps to compensate, groups or not).
+/// - Never an action and a compensation at once: `overall` is the larger.
+pub fn model_peaks(shape: &GroupShape, expected: &Outcome) -> Peaks {
+    let mut in_flight = 0usize;
+    let mut actions = 0;
+    for event in &expected.events {
+        match event {
+            Event::Action(_) => {
+                in_flight += 1;
+                actions = actions.max(in_flight);
+            }
+            Event::ActionDone(_) => in_flight -= 1,
+            Event::Undo(_) | Event::UndoDone(_) => {}
+        }
+    }
+    // Every step to compensate has at least one `Undo` event, except those
+    // that `StopOnError` leaves alone (it runs one at a time anyway).
+    let mut undone: Vec<usize> = expected
+        .events
+        .iter()
+        .filter_map(|event| match *event {
+            Event::Undo(step) => Some(step),
+            _ => None,
+        })
+        .collect();
+    undone.sort_unstable();
+    undone.dedup();
+    let compensations = if undone.is_empty() {
+        0
+    } else {
+        match shape.mode {
+            CompensationMode::StopOnError | CompensationMode::ContinueOnError => 1,
+            CompensationMode::ConcurrentGroups => shape
+                .blocks_ranges()
+                .into_iter()
+                .enumerate()
+                .map(|(b, (range, _))| {
+                    let members = undone.iter().filter(|step| range.contains(step)).count();
+                    members.min(shape.block_limit(b))
+                })
+                .max()
+                .unwrap_or(0),
+            CompensationMode::Concurrent => undone.len(),
+            other => panic!("the model does not know {other:?}"),
+        }
+    };
+    Peaks {
+        actions,
+        compensations,
+        overall: actions.max(compensations),
+    }
+}
+
 /// Compares an observed run of `shape` with the model's `expected` outcome.
 /// In the sequential compensation modes the whole log must match. In the
 /// concurrent ones the forward phase must match exactly; the backward phase
@@ -1314,30 +1783,127 @@ pub fn compare_grouped(
     Ok(())
 }
 
+/// Everything one run of a shape did.
+#[derive(Debug)]
+pub struct Trace {
+    /// The log.
+    pub events: Vec<Event>,
+    /// The result, as the engine returned it.
+    pub result: Result<(), SagaError<TestError>>,
+    /// The peak concurrency.
+    pub peaks: Peaks,
+    /// The Step-protocol violations its [`Checked`] steps saw.
+    pub violations: Vec<String>,
+    /// What the observer counted, when there was one.
+    pub tallied: Option<Tallied>,
+    /// How many sleeps the never-waking sleeper was asked for, when there
+    /// was one.
+    pub sleeps: Option<usize>,
+}
+
+impl Trace {
+    /// The log and the result as plain data.
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            events: self.events.clone(),
+            result: self.result.as_ref().map_err(Report::of).copied(),
+        }
+    }
+}
+
+/// What to attach to a run of a shape: see [`Extras`] and [`run_traced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Attach {
+    /// A counting [`Observer`] ([`Tally`]).
+    pub observer: bool,
+    /// Timeouts that never fire ([`Extras::timeouts`]).
+    pub timeouts: bool,
+    /// `Run::abortable` with a handle (aborted only at an abort point).
+    pub abortable: bool,
+}
+
+impl Attach {
+    /// Nothing attached.
+    pub const NONE: Attach = Attach {
+        observer: false,
+        timeouts: false,
+        abortable: false,
+    };
+
+    /// Everything attached.
+    pub const ALL: Attach = Attach {
+        observer: true,
+        timeouts: true,
+        abortable: true,
+    };
+}
+
+/// Runs `shape` once (in the current task) with `attach`ed, and, when
+/// `abort_at` is `Some(i)`, an abort as step `i`'s first action attempt
+/// starts (the run is then abortable whatever `attach` says). Returns what
+/// happened.
+pub async fn run_traced(shape: &GroupShape, attach: Attach, abort_at: Option<usize>) -> Trace {
+    let ledger = Ledger::new();
+    let handle = (attach.abortable || abort_at.is_some()).then(AbortHandle::new);
+    let tally = attach.observer.then(|| Arc::new(Tally::default()));
+    let extras = Extras {
+        observer: tally.clone(),
+        timeouts: attach.timeouts,
+        sleeps: Arc::default(),
+        abort_at: abort_at.zip(handle.clone()),
+    };
+    let mut saga = build_grouped_with(shape, &ledger, &extras);
+    let result = match &handle {
+        Some(handle) => saga.run().abortable(handle).await,
+        None => saga.run().await,
+    };
+    assert_eq!(
+        ledger.in_flight(),
+        (0, 0),
+        "attempts (actions, compensations) still in flight after the run"
+    );
+    Trace {
+        events: ledger.events(),
+        result,
+        peaks: ledger.peaks(),
+        violations: ledger.violations(),
+        tallied: tally.map(|tally| tally.counts()),
+        sleeps: attach
+            .timeouts
+            .then(|| extras.sleeps.load(Ordering::SeqCst)),
+    }
+}
+
 /// Runs `shape` once (in the current task) and returns what happened, and
 /// the Step-protocol violations its [`Checked`] steps saw.
 pub async fn run_grouped_checked(shape: &GroupShape) -> (Outcome, Vec<String>) {
-    let ledger = Ledger::new();
-    let mut saga = build_grouped(shape, &ledger);
-    let result = saga.run().await.map_err(|error| Report::of(&error));
-    let outcome = Outcome {
-        events: ledger.events(),
-        result,
-    };
-    (outcome, ledger.violations())
+    let trace = run_traced(shape, Attach::NONE, None).await;
+    (trace.outcome(), trace.violations)
 }
 
-/// Runs `shape` and compares the run with the model ([`compare_grouped`]);
-/// `Err` describes the difference or the Step-protocol violations.
+/// Runs `shape` and compares the run with the model ([`compare_grouped`]
+/// for the log and the report, [`model_peaks`] for the concurrency); `Err`
+/// describes the difference or the Step-protocol violations.
 pub async fn check_grouped(shape: &GroupShape) -> Result<(), String> {
     let expected = model_grouped(shape);
-    let (observed, violations) = run_grouped_checked(shape).await;
-    if !violations.is_empty() {
+    let trace = run_traced(shape, Attach::NONE, None).await;
+    if !trace.violations.is_empty() {
         return Err(format!(
-            "shape {shape:#?}\nthe engine broke the Step protocol: {violations:#?}"
+            "shape {shape:#?}\nthe engine broke the Step protocol: {:#?}",
+            trace.violations
         ));
     }
-    compare_grouped(shape, &expected, &observed)
+    let observed = trace.outcome();
+    compare_grouped(shape, &expected, &observed)?;
+    let peaks = model_peaks(shape, &expected);
+    if trace.peaks != peaks {
+        return Err(format!(
+            "the peak concurrency differs in {:?}: expected {peaks:?}, observed {:?}\n\
+             shape {shape:#?}\nobserved {observed:#?}",
+            shape.mode, trace.peaks
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `shape` once (in the current task) and returns what happened, and
