@@ -47,8 +47,11 @@ impl ParallelGroup {
     }
 
     /// At most `limit` members in flight at a time (at least 1); members
-    /// start in order as others finish. Also bounds concurrent compensation
-    /// of the group.
+    /// start in order as others finish. Also bounds how many of its members
+    /// are compensated at once under
+    /// [`CompensationMode::ConcurrentGroups`](crate::CompensationMode::ConcurrentGroups);
+    /// [`CompensationMode::Concurrent`](crate::CompensationMode::Concurrent)
+    /// compensates every step at once, whatever the limits.
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit.max(1));
         self
