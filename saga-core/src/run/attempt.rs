@@ -24,14 +24,16 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// Starts the first attempt at `kind` of `step`, in `lane`.
     #[inline(always)]
     pub(super) fn start_attempt(&mut self, lane: usize, step: usize, kind: Kind) {
+        // Step spans and events live inside the run's span, and only when a
+        // subscriber enabled it: otherwise a step pays one branch for them.
         #[cfg(feature = "tracing")]
-        let _entered = {
+        let _entered = (!self.span.is_disabled()).then(|| {
             let action = kind == Kind::Action;
             let name = self.steps[step].name();
             let span = crate::trace::step_span(&self.span, step, name, action);
             self.scratch.lanes[lane].span = span.clone();
             span.entered()
-        };
+        });
         self.scratch.occupy(lane, step, kind);
         self.begin_attempt(lane, step, 1, kind);
     }
@@ -58,7 +60,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     #[inline(always)]
     pub(super) fn poll_lane(&mut self, lane: usize, cx: &mut Context<'_>) -> Poll<AttemptEnd<E>> {
         #[cfg(feature = "tracing")]
-        let _entered = self.scratch.lanes[lane].span.clone().entered();
+        let _entered = self.enter_lane_span(lane);
         loop {
             let Lane {
                 step,
@@ -114,6 +116,13 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 }
             }
         }
+    }
+
+    /// Enters the span of the step in `lane`, when the run is traced.
+    #[cfg(feature = "tracing")]
+    #[inline(always)]
+    pub(super) fn enter_lane_span(&self, lane: usize) -> Option<tracing::span::EnteredSpan> {
+        (!self.span.is_disabled()).then(|| self.scratch.lanes[lane].span.clone().entered())
     }
 
     /// The attempt in `lane` succeeded: the step ends.

@@ -24,7 +24,9 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     #[inline(always)]
     pub(super) fn transition(&mut self, step: usize, transition: Transition<'_, E>) {
         #[cfg(feature = "tracing")]
-        crate::trace::transition(transition_label(&transition));
+        if !self.span.is_disabled() {
+            crate::trace::transition(transition_label(&transition));
+        }
         let Some(observer) = self.observer else {
             return;
         };
@@ -38,6 +40,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     }
 }
 
+#[inline(always)]
 fn notify<E>(observer: &SharedObserver<E>, at: StepRef<'_>, transition: Transition<'_, E>) {
     match transition {
         Transition::Started(Kind::Action, attempt) => observer.action_started(at, attempt),

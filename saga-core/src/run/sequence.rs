@@ -47,7 +47,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 }
             };
             #[cfg(feature = "tracing")]
-            let _entered = self.scratch.lanes.first.span.clone().entered();
+            let _entered = self.enter_lane_span(0);
             match self.poll_attempt(0, step, Kind::Action, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => {
@@ -89,7 +89,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 }
             };
             #[cfg(feature = "tracing")]
-            let _entered = self.scratch.lanes.first.span.clone().entered();
+            let _entered = self.enter_lane_span(0);
             match self.poll_attempt(0, step, Kind::Compensation, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(())) => {
