@@ -1,6 +1,9 @@
 //! Allocation counts per build and per run, counted by a global allocator
 //! (`stats_alloc`), and the size in bytes of the run future and of the step
 //! types. Prints two tables; `cargo bench -p saga-tests --bench allocations`.
+//! The `engine (add_step, no-op observer)` rows are `engine (add_step)` with a
+//! `saga_core::Observer` that does nothing attached; a line after the table
+//! says whether its runs allocate as much as without it.
 //!
 //! "allocs" counts `alloc` calls, "reallocs" `realloc` calls (a `Vec`
 //! growing in place or by moving). A run is counted from the call that makes
@@ -22,8 +25,8 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use common::{
     BoxFuture, Counter, CounterStep, Failed, SIZES, StepFn, action, block_on, compensation,
-    dynamic_steps, fn_saga, fn_step, run_dynamic, run_static, static_steps, typed_ref_saga,
-    typed_ref_step, typed_saga, typed_step, user_step_saga,
+    dynamic_steps, fn_saga, fn_step, observer_saga, run_dynamic, run_static, static_steps,
+    typed_ref_saga, typed_ref_step, typed_saga, typed_step, user_step_saga,
 };
 use saga_core::{Run, Saga, SagaError};
 
@@ -47,8 +50,8 @@ fn cell((allocs, reallocs): (usize, usize)) -> String {
 }
 
 /// One table row: build, then run on the success and failure paths, with
-/// ready and pending futures.
-fn row<B, R, O>(name: &str, steps: usize, mut build: B, mut run: R)
+/// ready and pending futures. Returns the run cells.
+fn row<B, R, O>(name: &str, steps: usize, mut build: B, mut run: R) -> Vec<String>
 where
     B: FnMut(&'static Counter, usize, bool, bool) -> O,
     R: FnMut(&mut O),
@@ -71,6 +74,7 @@ where
         runs[2],
         runs[3]
     );
+    runs
 }
 
 /// Builds with ready or pending futures.
@@ -99,10 +103,10 @@ fn engine_row(
     name: &str,
     steps: usize,
     build: fn(&'static Counter, usize, bool, bool) -> Saga<Failed>,
-) {
+) -> Vec<String> {
     row(name, steps, build, |saga| {
         let _ = block_on(saga.run());
-    });
+    })
 }
 
 fn allocation_table() {
@@ -111,6 +115,8 @@ fn allocation_table() {
         "| variant | N | build | run: success, ready | run: success, pending | run: failure, ready | run: failure, pending |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    // (N, runs without an observer, runs with the no-op one) where they differ.
+    let mut observer_differs = Vec::new();
     for steps in SIZES {
         static_row(steps);
         row(
@@ -127,7 +133,7 @@ fn allocation_table() {
                 let _ = block_on(run_dynamic(list));
             },
         );
-        engine_row(
+        let plain = engine_row(
             "engine (add_step)",
             steps,
             |counter, steps, fail, pending| {
@@ -138,6 +144,20 @@ fn allocation_table() {
                 )
             },
         );
+        let observed = engine_row(
+            "engine (add_step, no-op observer)",
+            steps,
+            |counter, steps, fail, pending| {
+                pick(
+                    pending,
+                    || observer_saga::<false>(counter, steps, fail),
+                    || observer_saga::<true>(counter, steps, fail),
+                )
+            },
+        );
+        if plain != observed {
+            observer_differs.push((steps, plain, observed));
+        }
         engine_row(
             "engine (add_typed_step)",
             steps,
@@ -171,6 +191,20 @@ fn allocation_table() {
                 )
             },
         );
+    }
+    println!();
+    if observer_differs.is_empty() {
+        println!(
+            "No-op observer: the same allocations per run as `engine (add_step)`, for every N and path."
+        );
+    } else {
+        for (steps, plain, observed) in observer_differs {
+            println!(
+                "No-op observer, N = {steps}: runs allocate {} with it, against {} without.",
+                observed.join(" / "),
+                plain.join(" / ")
+            );
+        }
     }
 }
 

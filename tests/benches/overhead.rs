@@ -13,10 +13,40 @@
 //! - `engine-build+run`: the same, built (and dropped) for every run;
 //! - `engine-typed`: `add_typed_step` (compensation takes the value);
 //! - `engine-typed-ref`: `add_typed_step_ref` (compensation borrows it);
-//! - `engine-user-step`: a hand-written `saga_core::Step` implementation.
+//! - `engine-user-step`: a hand-written `saga_core::Step` implementation;
+//! - `engine-observer`: `engine` with a no-op `saga_core::Observer` attached
+//!   (every method the trait's empty default);
+//! - `engine-timeout`: `engine` with a sleeper whose sleep never completes
+//!   and an action and a compensation timeout of an hour (armed on every
+//!   attempt, never fired);
+//! - `engine-concurrent-undo`: `engine` with
+//!   `CompensationMode::Concurrent` (failure groups only: a successful run
+//!   compensates nothing). The engine at `75b470a` settles a failure on the
+//!   sequential fast path (no retry, no observer, no timeout) with its
+//!   sequential backward loop whatever the mode, so this variant times like
+//!   `engine` there; it shows when that changes.
+//!
+//! Every variant's first run is checked (outcome, failed step, counter)
+//! before it is measured.
 //!
 //! Run with `cargo bench -p saga-tests --bench overhead`; summarise with
-//! `python3 tests/benches/summarize.py`.
+//! `python3 tests/benches/summarize.py` (see its header for the arguments).
+//! criterion filters pick variants, e.g. `-- 'success-ready/engine'`.
+//!
+//! With `tracing` on in `saga-core` (a span per run, an event per
+//! transition, no subscriber installed; the engine at `75b470a` also turns
+//! its sequential fast path off under that feature, so every variant takes
+//! the general path), keeping each run's results under its own criterion
+//! baseline name:
+//!
+//! ```sh
+//! cargo bench -p saga-tests --bench overhead -- --save-baseline plain
+//! cargo bench -p saga-tests --bench overhead --features saga-core/tracing -- --save-baseline tracing
+//! python3 tests/benches/summarize.py --baseline plain --baseline tracing
+//! ```
+//!
+//! (`target/criterion` is read by default, or `$CARGO_TARGET_DIR/criterion`
+//! when that is set; a directory can also be given.)
 #![allow(
     clippy::std_instead_of_core,
     clippy::std_instead_of_alloc,
@@ -31,8 +61,9 @@ use core::time::Duration;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 
 use common::{
-    Counter, Failed, SIZES, block_on, dynamic_steps, fn_saga, run_dynamic, run_static,
-    static_steps, typed_ref_saga, typed_saga, user_step_saga,
+    Counter, Failed, SIZES, block_on, concurrent_undo_saga, dynamic_steps, fn_saga, observer_saga,
+    run_dynamic, run_static, static_steps, timeout_saga, typed_ref_saga, typed_saga,
+    user_step_saga,
 };
 use saga_core::{Saga, SagaError};
 
@@ -194,6 +225,44 @@ fn runs<const PENDING: bool>(c: &mut Criterion, fail: bool) {
             fail,
             true,
         );
+
+        let counter = Counter::leak();
+        let saga = observer_saga::<PENDING>(counter, steps, fail);
+        engine_variant(
+            &mut group,
+            "engine-observer",
+            saga,
+            counter,
+            steps,
+            fail,
+            true,
+        );
+
+        let counter = Counter::leak();
+        let saga = timeout_saga::<PENDING>(counter, steps, fail);
+        engine_variant(
+            &mut group,
+            "engine-timeout",
+            saga,
+            counter,
+            steps,
+            fail,
+            true,
+        );
+
+        if fail {
+            let counter = Counter::leak();
+            let saga = concurrent_undo_saga::<PENDING>(counter, steps, fail);
+            engine_variant(
+                &mut group,
+                "engine-concurrent-undo",
+                saga,
+                counter,
+                steps,
+                fail,
+                true,
+            );
+        }
     }
     group.finish();
 }

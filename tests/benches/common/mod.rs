@@ -21,7 +21,9 @@ use core::pin::{Pin, pin};
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
 
-use saga_core::{FnStep, Saga, SagaBuilder, Step, TypedStep};
+use core::time::Duration;
+
+use saga_core::{CompensationMode, FnStep, Observer, Saga, SagaBuilder, Step, TimedOut, TypedStep};
 
 /// The step count of each benchmark.
 pub const SIZES: [usize; 4] = [1, 10, 100, 10_000];
@@ -29,6 +31,21 @@ pub const SIZES: [usize; 4] = [1, 10, 100, 10_000];
 /// The error every action and compensation may return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failed;
+
+/// A saga with a sleeper needs its error to be made from `TimedOut`. No bench
+/// step ever times out (the timeouts are an hour long), so nothing builds it.
+impl From<TimedOut> for Failed {
+    fn from(_: TimedOut) -> Self {
+        Failed
+    }
+}
+
+/// An observer that does nothing: every method is the trait's empty default.
+/// What attaching an observer costs, with nothing observed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Noop;
+
+impl Observer<Failed> for Noop {}
 
 /// A counter the steps add to and take from.
 #[derive(Debug, Default)]
@@ -241,13 +258,67 @@ pub fn fn_saga<const PENDING: bool>(
     steps: usize,
     fail_last: bool,
 ) -> Saga<Failed> {
-    let mut builder = SagaBuilder::new();
+    fn_saga_with::<PENDING, _>(counter, steps, fail_last, |builder| builder)
+}
+
+/// A saga builder of `Send` steps with any timing (after `sleeper` or not).
+pub type Builder<T> = SagaBuilder<Failed, dyn Step<Failed> + Send + 'static, T>;
+
+/// The [`fn_saga`] steps on a builder that `configure` set up first
+/// (an observer, a sleeper and timeouts, a compensation mode).
+pub fn fn_saga_with<const PENDING: bool, T>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+    configure: impl FnOnce(SagaBuilder<Failed>) -> Builder<T>,
+) -> Saga<Failed> {
+    let mut builder = configure(SagaBuilder::new());
     for index in 0..steps {
         let mut act = action::<PENDING>(counter, fails(index, steps, fail_last));
         let mut undo = compensation::<PENDING>(counter);
         builder = builder.add_step(move || act.call(), move || undo.call());
     }
     builder.build()
+}
+
+/// [`fn_saga`] with a no-op observer ([`Noop`]) attached.
+pub fn observer_saga<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Saga<Failed> {
+    fn_saga_with::<PENDING, _>(counter, steps, fail_last, |builder| builder.observer(Noop))
+}
+
+/// A timeout that never fires within a benchmark.
+pub const NEVER: Duration = Duration::from_secs(3600);
+
+/// [`fn_saga`] with a sleeper whose sleep never completes, and an action and
+/// a compensation timeout of an hour ([`NEVER`]): timeouts armed on every
+/// attempt that never fire.
+pub fn timeout_saga<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Saga<Failed> {
+    fn_saga_with::<PENDING, _>(counter, steps, fail_last, |builder| {
+        builder
+            .sleeper(|_duration: Duration| core::future::pending::<()>())
+            .action_timeout(NEVER)
+            .compensation_timeout(NEVER)
+    })
+}
+
+/// [`fn_saga`] with every compensation run at once
+/// (`CompensationMode::Concurrent`).
+pub fn concurrent_undo_saga<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Saga<Failed> {
+    fn_saga_with::<PENDING, _>(counter, steps, fail_last, |builder| {
+        builder.compensation_mode(CompensationMode::Concurrent)
+    })
 }
 
 /// One pysagas-style step, as `fn_saga` builds it (for its size).
