@@ -34,10 +34,8 @@
 //! criterion filters pick variants, e.g. `-- 'success-ready/engine'`.
 //!
 //! With `tracing` on in `saga-core` (a span per run, an event per
-//! transition, no subscriber installed; the engine at `75b470a` also turns
-//! its sequential fast path off under that feature, so every variant takes
-//! the general path), keeping each run's results under its own criterion
-//! baseline name:
+//! transition, no subscriber installed), keeping each run's results under
+//! its own criterion baseline name:
 //!
 //! ```sh
 //! cargo bench -p saga-tests --bench overhead -- --save-baseline plain
