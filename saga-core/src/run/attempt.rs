@@ -87,10 +87,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                         Some(panic) => {
                             self.cancel_attempt(lane, step);
                             if !panic.announced {
-                                self.transition(
-                                    step,
-                                    Transition::Failed(kind, attempt, &panic.error),
-                                );
+                                let failed = Transition::Failed(kind, attempt, &panic.error);
+                                self.announce_failure(lane, step, failed, panic.last);
                             }
                             (panic.error, panic.ending, panic.last)
                         }
@@ -144,9 +142,24 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         ending: Ending,
     ) -> Option<AttemptEnd<E>> {
         let kind = self.scratch.lanes[lane].kind;
-        self.transition(step, Transition::Failed(kind, attempt, &error));
+        self.announce_failure(lane, step, Transition::Failed(kind, attempt, &error), false);
         self.stop_lane_timer(lane);
         self.after_error(lane, error, ending, false)
+    }
+
+    /// Tells the observer of a failed attempt (or of its retry). Should the
+    /// observer panic, the attempt fails with the panic instead of the
+    /// error it was told of, for good when `last` (see `fail_in_flight`).
+    fn announce_failure(
+        &mut self,
+        lane: usize,
+        step: usize,
+        transition: Transition<'_, E>,
+        last: bool,
+    ) {
+        self.failing_lane = Some((lane, last));
+        self.transition(step, transition);
+        self.failing_lane = None;
     }
 
     /// Polls the attempt in flight; `Err` with how it ended badly.
@@ -235,7 +248,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         let timed_out = ending == Ending::TimedOut;
         if let Some(retry) = retry.filter(|retry| !last && attempt < retry.max_attempts()) {
             let delay = self.retry_delay(lane, retry, attempt + 1);
-            self.transition(step, Transition::Retried(kind, attempt + 1, delay));
+            let retried = Transition::Retried(kind, attempt + 1, delay);
+            self.announce_failure(lane, step, retried, true);
             if delay.is_zero() || self.timers.is_none() {
                 self.begin_attempt(lane, step, attempt + 1, kind);
             } else {

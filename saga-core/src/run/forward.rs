@@ -102,9 +102,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     self.interrupt_forward(deadline);
                 }
             }
-            // A deadline is looked at between steps by the general loop.
-            let deadline = self.timers.is_some() && self.plan.saga_timeout.is_some();
-            let ended = if self.wave.sequence && !deadline {
+            let ended = if self.wave.sequence {
                 if self.run_sequence(cx).is_pending() {
                     return Poll::Pending;
                 }
@@ -284,7 +282,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         aborted.then_some(false)
     }
 
-    fn interrupt_forward(&mut self, deadline: bool) {
+    pub(super) fn interrupt_forward(&mut self, deadline: bool) {
         let (step, attempts) = self.current_step();
         self.interrupt = Some(Interrupted {
             deadline,

@@ -4,10 +4,15 @@
 //!
 //! - `attempt.rs`: one step's attempts in a lane (timeouts, retries,
 //!   backoff, the classifier, cutting an attempt short);
-//! - `forward.rs`: the blocks (single steps and parallel groups) forward,
-//!   interrupts (abort, deadline), and what the failed block leaves to undo;
-//! - `backward.rs`: which steps are compensated, in which waves, and what a
-//!   failed compensation stops;
+//! - `forward.rs`: the blocks (runs of single steps, parallel groups) as
+//!   forward waves, a member's end, interrupts (abort, deadline) and panics
+//!   outside any step, and what the failed block leaves to undo;
+//! - `backward.rs`: which steps are compensated, in which waves (by the
+//!   compensation mode), and what a failed compensation stops;
+//! - `sequence.rs` and the side-by-side loops of `forward.rs` and
+//!   `backward.rs`: how a wave's steps are started and polled, one at a
+//!   time in lane 0 or several at once with a waker each (the wave's shape
+//!   decides, once per wave; the rules above are the same for both);
 //! - `observe.rs`: the transitions an observer (and `tracing`) receives;
 //! - `scratch.rs`, `wakers.rs`: the lanes a run borrows from its saga.
 //!
@@ -90,6 +95,9 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     stray_failure: Option<E>,
     // The foreign code being called, for `fail_in_flight`.
     calling: Calling,
+    // The observer is being told that this lane's attempt failed (or is to
+    // be retried; `true`: a panic fails it for good).
+    failing_lane: Option<(usize, bool)>,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -199,6 +207,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             interrupt: None,
             stray_failure: None,
             calling: Calling::Nothing,
+            failing_lane: None,
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
         }
@@ -238,7 +247,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// | a step's action or compensation | that attempt, [cancelled](Step::cancel) first: an action counts as failed and possibly applied (retried by its policy, then compensated), a compensation as failed (retried by its policy) |
     /// | the classifier, or a retry's jitter function | the attempt it was deciding about, for good: no retry; the classifier is not asked again in this run (its errors are compensated) nor the jitter function (delays are used as computed) |
     /// | the sleeper (starting or polling a timer) | the attempt it was timing, cut short, for good; the run keeps no more time (no timeout, retries without waiting). For the saga's deadline: the forward phase, as below |
-    /// | the observer | the forward phase: no further action starts, those in flight finish, and the saga compensates, failing with `error`. The observer is not called again in this run. While compensating, or once the run finished, only the muting applies |
+    /// | the observer | it is not called again in this run. Told of an attempt's failure (or its retry), that attempt fails with `error` instead (for good, when told of a retry); told of anything else, the forward phase fails with `error`: no further action starts, those in flight finish, and the saga compensates. While compensating, or once the run finished, nothing else changes |
     ///
     /// Either way the run ends: a callback that panics every time is called
     /// at most once per run, so polling again always makes progress.
@@ -303,7 +312,10 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             }
             Calling::Observer => {
                 self.observer = None;
-                self.fail_forward(error);
+                match self.failing_lane.take() {
+                    Some((lane, last)) => self.fail_lane(lane, error, Ending::Failed, last, true),
+                    None => self.fail_forward(error),
+                }
             }
             Calling::Nothing => self.fail_forward(error),
         }

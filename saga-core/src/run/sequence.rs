@@ -1,10 +1,11 @@
-//! Waves that run one step at a time (single steps forward, unless a
-//! saga deadline must be looked at between them; sequential compensation):
-//! the same transitions and bookkeeping as the general loops of
-//! `forward.rs` and `backward.rs` (lane 0, `start_attempt`, `poll_attempt`
-//! with its timeout, and on any failure `attempt_failed` and the lane
-//! driver for panics and backoffs), with the success path inline so that a
-//! step costs little more than its own poll.
+//! Waves that run one step at a time, in lane 0 with the run's own waker:
+//! single steps forward, and compensations one at a time (the sequential
+//! modes, and single steps under `ConcurrentGroups`). Waves of several
+//! steps side by side are `forward.rs`'s and `backward.rs`'s. Both use the
+//! same lane driver (`start_attempt`, `poll_attempt` with its timeout,
+//! `attempt_failed`, and `poll_lane` for panics and backoffs); here the
+//! success path is inline, so that a step costs little more than its own
+//! poll.
 
 use core::task::{Context, Poll};
 
@@ -12,22 +13,28 @@ use super::attempt::AttemptEnd;
 use super::scratch::{Outcome, Stage};
 use super::{Kind, Run};
 use crate::Step;
+use crate::sleep::Slot;
 
 impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
-    /// A forward sequence of single steps. `Ready` when the wave is to be
-    /// looked at again: finished, halted, or aborted between two steps.
+    /// A forward sequence of single steps; an abort or the deadline is
+    /// looked at before each. `Ready` when the wave is finished or halted.
     #[inline(always)]
     pub(super) fn run_sequence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let lane = &self.scratch.lanes.first;
             let (step, attempt) = match lane.stage {
                 Stage::Free => {
+                    if self.interrupt.is_none() {
+                        let deadline =
+                            self.plan.saga_timeout.is_some() && self.timer_elapsed(Slot::Saga, cx);
+                        let aborted =
+                            (self.abort.as_ref()).is_some_and(|abort| abort.handle.is_aborted());
+                        if deadline || aborted {
+                            self.interrupt_forward(deadline);
+                        }
+                    }
                     let step = self.wave.next;
-                    let aborted = self
-                        .abort
-                        .as_ref()
-                        .is_some_and(|abort| abort.handle.is_aborted());
-                    if self.wave.halted || step == self.wave.end || aborted {
+                    if self.wave.halted || step == self.wave.end {
                         return Poll::Ready(());
                     }
                     self.wave.next = step + 1;
@@ -36,7 +43,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     (step, 1)
                 }
                 Stage::Running if lane.panic.is_none() => (lane.step, lane.attempt),
-                // A panic to settle (there is no backoff without a clock).
+                // A panic to settle, or a backoff.
                 _ => {
                     let step = lane.step;
                     let Poll::Ready(end) = self.poll_lane(0, cx) else {
