@@ -50,36 +50,11 @@ use std::task::{Context, Poll, Waker};
 
 use saga_core::{CompensationMode, Recovery, Step};
 use support::{
-    Attach, Block, Exec, Flaky, GroupShape, Kind, Ledger, Measured, Peaks, Shape, StepSpec,
-    check_grouped, model_grouped, model_peaks, run_traced,
+    Attach, Block, Exec, Flaky, GroupShape, KINDS, Kind, Ledger, MODES, Measured, Peaks, Shape,
+    StepSpec, check_grouped, model_grouped, model_peaks, run_traced,
 };
 
 const MAX_STEPS: usize = 6;
-
-const MODES: [CompensationMode; 4] = [
-    CompensationMode::StopOnError,
-    CompensationMode::ContinueOnError,
-    CompensationMode::ConcurrentGroups,
-    CompensationMode::Concurrent,
-];
-
-const KINDS: [Kind; 7] = [
-    Kind::Fn {
-        compensate_failed: true,
-    },
-    Kind::Fn {
-        compensate_failed: false,
-    },
-    Kind::ByValue,
-    Kind::ByRef,
-    Kind::ByOption,
-    Kind::Custom {
-        compensate_failed: true,
-    },
-    Kind::Custom {
-        compensate_failed: false,
-    },
-];
 
 /// A saga of single steps.
 fn singles(steps: Vec<StepSpec>, mode: CompensationMode, classifier: bool) -> GroupShape {

@@ -48,34 +48,9 @@ mod support;
 
 use saga_core::{CompensationMode, Recovery, SagaError};
 use support::{
-    Attach, Block, Event, Exec, Flaky, GroupShape, Kind, Shape, StepSpec, TestError, Trace,
-    run_traced,
+    Attach, Block, Event, Exec, Flaky, GroupShape, KINDS, Kind, MODES, Shape, StepSpec, TestError,
+    Trace, run_traced,
 };
-
-const MODES: [CompensationMode; 4] = [
-    CompensationMode::StopOnError,
-    CompensationMode::ContinueOnError,
-    CompensationMode::ConcurrentGroups,
-    CompensationMode::Concurrent,
-];
-
-const KINDS: [Kind; 7] = [
-    Kind::Fn {
-        compensate_failed: true,
-    },
-    Kind::Fn {
-        compensate_failed: false,
-    },
-    Kind::ByValue,
-    Kind::ByRef,
-    Kind::ByOption,
-    Kind::Custom {
-        compensate_failed: true,
-    },
-    Kind::Custom {
-        compensate_failed: false,
-    },
-];
 
 /// A shape, and the step whose first action attempt aborts the run.
 #[derive(Debug, Clone)]
@@ -735,4 +710,63 @@ fn the_differential_notices_a_difference() {
     assert!(check_attached(&unattached).is_ok());
     unattached.sleeps = Some(0);
     assert!(check_attached(&unattached).is_err());
+}
+
+/// `shape` with each single step made a parallel group of one member.
+fn singles_as_groups(shape: &GroupShape) -> GroupShape {
+    let blocks = shape
+        .blocks
+        .iter()
+        .map(|block| match block {
+            Block::Single => Block::Group(1),
+            group => *group,
+        })
+        .collect();
+    GroupShape {
+        blocks,
+        ..shape.clone()
+    }
+}
+
+#[test]
+fn single_steps_run_as_groups_of_one_would() {
+    // A run of single steps is driven one step at a time in lane 0; a group
+    // of one member by the loops that drive members side by side. Both must
+    // follow the same rules: the same log, report and peak concurrency for
+    // every shape that has a single step, with or without attachments.
+    let cases: Vec<Case> = all_cases()
+        .into_iter()
+        .filter(|case| case.shape.blocks.contains(&Block::Single))
+        .collect();
+    assert!(cases.len() > 10_000, "{} cases", cases.len());
+    for exec in [Exec::Noop, Exec::Adversarial] {
+        let run = cases.clone();
+        let failures: Vec<String> = exec.block_on(async move {
+            let mut failures = Vec::new();
+            for case in &run {
+                let grouped = singles_as_groups(&case.shape);
+                for attach in [Attach::NONE, Attach::ALL] {
+                    let sequence = run_traced(&case.shape, attach, case.abort_at).await;
+                    let groups = run_traced(&grouped, attach, case.abort_at).await;
+                    let differ = differences(&sequence, &groups);
+                    if !differ.is_empty() {
+                        failures.push(format!(
+                            "{:?} with {attach:?}: {} differ\n{:#?}",
+                            case.shape.mode,
+                            differ.join(", "),
+                            case
+                        ));
+                    }
+                }
+            }
+            failures
+        });
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases differ on {exec:?}; the first: {}",
+            failures.len(),
+            cases.len(),
+            failures[0]
+        );
+    }
 }

@@ -65,23 +65,7 @@ fn main_cases() -> Vec<Shape> {
 /// compensating or propagating its error; the failing step's own compensation
 /// fails or not.
 fn classifier_cases() -> Vec<Shape> {
-    let kinds = [
-        Kind::Fn {
-            compensate_failed: true,
-        },
-        Kind::Fn {
-            compensate_failed: false,
-        },
-        Kind::ByValue,
-        Kind::ByRef,
-        Kind::ByOption,
-        Kind::Custom {
-            compensate_failed: true,
-        },
-        Kind::Custom {
-            compensate_failed: false,
-        },
-    ];
+    let kinds = support::KINDS;
     let mut cases = Vec::new();
     for n in 1..=MAX_STEPS {
         for fail_at in 0..n {

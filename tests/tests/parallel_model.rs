@@ -36,17 +36,11 @@ mod support;
 
 use saga_core::{CompensationMode, Recovery};
 use support::{
-    Block, Exec, Flaky, GroupShape, Kind, StepSpec, check_grouped, compare_grouped, model_grouped,
+    Block, Exec, Flaky, GroupShape, Kind, MODES, StepSpec, check_grouped, compare_grouped,
+    model_grouped,
 };
 
 const MAX_STEPS: usize = 5;
-
-const MODES: [CompensationMode; 4] = [
-    CompensationMode::StopOnError,
-    CompensationMode::ContinueOnError,
-    CompensationMode::ConcurrentGroups,
-    CompensationMode::Concurrent,
-];
 
 /// Every way to split `n` steps into single steps and groups of 2 or 3.
 fn splits(n: usize) -> Vec<Vec<Block>> {

@@ -20,7 +20,7 @@ mod support;
 
 use proptest::prelude::*;
 use saga_core::{CompensationMode, Recovery};
-use support::{Block, Exec, Flaky, GroupShape, Kind, StepSpec, check_grouped};
+use support::{Block, Exec, Flaky, GroupShape, Kind, MODES, StepSpec, check_grouped};
 
 fn kind() -> impl Strategy<Value = Kind> {
     prop_oneof![
@@ -62,14 +62,6 @@ fn step() -> impl Strategy<Value = (StepSpec, Flaky)> {
             },
         )
 }
-
-/// Every shape runs in each of them.
-const MODES: [CompensationMode; 4] = [
-    CompensationMode::StopOnError,
-    CompensationMode::ContinueOnError,
-    CompensationMode::ConcurrentGroups,
-    CompensationMode::Concurrent,
-];
 
 fn shape() -> impl Strategy<Value = GroupShape> {
     // 0: single step; 1..=3: a group of that many members.

@@ -38,11 +38,18 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         self.begin_attempt(lane, step, 1, kind);
     }
 
+    /// Starts attempt number `attempt + 1` of the step in `lane`.
+    fn begin_retry(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
+        let slot = &mut self.scratch.lanes[lane];
+        slot.attempt = attempt + 1;
+        slot.stage = Stage::Running;
+        self.begin_attempt(lane, step, attempt + 1, kind);
+    }
+
+    /// The lane holds `attempt` of its step, running: its timer, and the
+    /// observer told.
     #[inline(always)]
     fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
-        let slot = &mut self.scratch.lanes[lane];
-        slot.attempt = attempt;
-        slot.stage = Stage::Running;
         if self.timers.is_some() {
             let policy = self.plan.step(step);
             let timeout = match kind {
@@ -76,7 +83,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     if self.timers.is_some() && !self.timer_elapsed(Slot::Lane(lane), cx) {
                         return Poll::Pending;
                     }
-                    self.begin_attempt(lane, step, attempt + 1, kind);
+                    self.begin_retry(lane, step, attempt, kind);
                 }
                 Stage::Running => {
                     let panic = match self.scratch.lanes[lane].panic.is_some() {
@@ -251,7 +258,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             let retried = Transition::Retried(kind, attempt + 1, delay);
             self.announce_failure(lane, step, retried, true);
             if delay.is_zero() || self.timers.is_none() {
-                self.begin_attempt(lane, step, attempt + 1, kind);
+                self.begin_retry(lane, step, attempt, kind);
             } else {
                 self.set_timer(Slot::Lane(lane), Some(delay));
                 let slot = &mut self.scratch.lanes[lane];

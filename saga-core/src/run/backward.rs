@@ -76,6 +76,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 break;
             };
             self.wave.next = step;
+            self.scratch.mark(lane);
             self.start_attempt(lane, step, Kind::Compensation);
         }
     }

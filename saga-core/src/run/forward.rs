@@ -138,6 +138,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             };
             self.update_wave(|wave| wave.next += 1);
             self.scratch.outcomes[member] = Outcome::Running;
+            self.scratch.mark(lane);
             self.start_attempt(lane, step, Kind::Action);
         }
     }

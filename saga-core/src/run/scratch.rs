@@ -73,7 +73,8 @@ impl<E> Scratch<E> {
         (lane < self.lanes.len()).then_some(lane)
     }
 
-    /// Takes `lane` for the first attempt at `kind` of `step`.
+    /// Takes `lane` (free, so with no error kept) for the first attempt at
+    /// `kind` of `step`.
     #[inline(always)]
     pub(super) fn occupy(&mut self, lane: usize, step: usize, kind: Kind) {
         let slot = &mut self.lanes[lane];
@@ -81,9 +82,11 @@ impl<E> Scratch<E> {
         slot.kind = kind;
         slot.attempt = 1;
         slot.stage = Stage::Running;
-        slot.last_error = None;
-        slot.panic = None;
         self.busy += 1;
+    }
+
+    /// Marks `lane` to be polled in a wave of several steps side by side.
+    pub(super) fn mark(&self, lane: usize) {
         if let Some(wakers) = &self.wakers {
             wakers.mark(lane);
         }

@@ -24,6 +24,12 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             let lane = &self.scratch.lanes.first;
             let (step, attempt) = match lane.stage {
                 Stage::Free => {
+                    let step = self.wave.next;
+                    if self.wave.halted || step == self.wave.end {
+                        return Poll::Ready(());
+                    }
+                    // Before the next step of the wave (the next wave's
+                    // first is looked at by `poll_forward`).
                     if self.interrupt.is_none() {
                         let deadline =
                             self.plan.saga_timeout.is_some() && self.timer_elapsed(Slot::Saga, cx);
@@ -31,11 +37,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                             (self.abort.as_ref()).is_some_and(|abort| abort.handle.is_aborted());
                         if deadline || aborted {
                             self.interrupt_forward(deadline);
+                            return Poll::Ready(());
                         }
-                    }
-                    let step = self.wave.next;
-                    if self.wave.halted || step == self.wave.end {
-                        return Poll::Ready(());
                     }
                     self.wave.next = step + 1;
                     self.scratch.outcomes.single = Outcome::Running;

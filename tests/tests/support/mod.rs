@@ -694,6 +694,33 @@ impl GroupShape {
     }
 }
 
+/// The four compensation modes.
+pub const MODES: [CompensationMode; 4] = [
+    CompensationMode::StopOnError,
+    CompensationMode::ContinueOnError,
+    CompensationMode::ConcurrentGroups,
+    CompensationMode::Concurrent,
+];
+
+/// Every kind of step a shape can have.
+pub const KINDS: [Kind; 7] = [
+    Kind::Fn {
+        compensate_failed: true,
+    },
+    Kind::Fn {
+        compensate_failed: false,
+    },
+    Kind::ByValue,
+    Kind::ByRef,
+    Kind::ByOption,
+    Kind::Custom {
+        compensate_failed: true,
+    },
+    Kind::Custom {
+        compensate_failed: false,
+    },
+];
+
 /// Builds the saga that `shape` describes, recording into `ledger`.
 pub fn build_grouped(shape: &GroupShape, ledger: &Ledger) -> Saga<TestError> {
     build_grouped_with(shape, ledger, &Extras::default())
