@@ -97,7 +97,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             if let Some(error) = self.stray_failure.take() {
                 self.fail_stray(error);
             }
-            if self.interrupt.is_none() {
+            if self.watch {
                 if let Some(deadline) = self.interrupted(&mut registered, cx) {
                     self.interrupt_forward(deadline);
                 }
@@ -290,6 +290,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             step,
             attempts,
         });
+        self.watch = false;
         self.set_timer(Slot::Saga, None);
         let transition = match deadline {
             true => Transition::DeadlinePassed,

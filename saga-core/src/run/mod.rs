@@ -91,6 +91,10 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     // The block whose members' outcomes are in `scratch.outcomes`.
     failed_block: Option<(usize, usize)>,
     interrupt: Option<Interrupted>,
+    // An abort handle or a deadline may interrupt the forward phase, and
+    // `interrupt` is not set yet: there is something to look at between
+    // steps.
+    watch: bool,
     // A panic outside any lane, to fail the forward phase with.
     stray_failure: Option<E>,
     // The foreign code being called, for `fail_in_flight`.
@@ -205,6 +209,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             failure: None,
             failed_block: None,
             interrupt: None,
+            watch: false,
             stray_failure: None,
             calling: Calling::Nothing,
             failing_lane: None,
@@ -399,7 +404,8 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     fn start(&mut self) {
         // The phase moves first, so that a panic below is not met again.
         self.phase = self.forward_wave(0);
-        let deadline = self.plan.saga_timeout;
+        let deadline = self.plan.saga_timeout.filter(|_| self.timers.is_some());
+        self.watch = deadline.is_some() || self.abort.is_some();
         if deadline.is_some() {
             self.set_timer(Slot::Saga, deadline);
         }

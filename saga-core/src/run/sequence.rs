@@ -30,7 +30,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     }
                     // Before the next step of the wave (the next wave's
                     // first is looked at by `poll_forward`).
-                    if self.interrupt.is_none() {
+                    if self.watch {
                         let deadline =
                             self.plan.saga_timeout.is_some() && self.timer_elapsed(Slot::Saga, cx);
                         let aborted =
