@@ -51,20 +51,26 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     #[inline(always)]
     fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
         if self.timers.is_some() {
-            let policy = self.plan.step(step);
-            let timeout = match kind {
-                Kind::Action => policy.action_timeout(),
-                Kind::Compensation => policy.compensation_timeout(),
-            };
-            if timeout.is_some() {
-                self.set_timer(Slot::Lane(lane), timeout);
-            }
+            self.start_lane_timer(lane, step, kind);
         }
         self.transition(step, Transition::Started(kind, attempt));
     }
 
+    /// Starts the timeout of the attempt in `lane`, if its step has one.
+    #[inline(never)]
+    fn start_lane_timer(&mut self, lane: usize, step: usize, kind: Kind) {
+        let policy = self.plan.step(step);
+        let timeout = match kind {
+            Kind::Action => policy.action_timeout(),
+            Kind::Compensation => policy.compensation_timeout(),
+        };
+        if timeout.is_some() {
+            self.set_timer(Slot::Lane(lane), timeout);
+        }
+    }
+
     /// Drives the step in `lane` through its attempts, until it ends.
-    #[inline(always)]
+    #[inline(never)]
     pub(super) fn poll_lane(&mut self, lane: usize, cx: &mut Context<'_>) -> Poll<AttemptEnd<E>> {
         #[cfg(feature = "tracing")]
         let _entered = self.enter_lane_span(lane);
@@ -140,6 +146,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
 
     /// The attempt in `lane` returned an error or timed out: a retry begins
     /// (`None`), or the step ends.
+    #[inline(never)]
     pub(super) fn attempt_failed(
         &mut self,
         lane: usize,

@@ -145,7 +145,6 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
 
     /// Polls the steps in flight that were woken (the one step of a wave
     /// that runs one at a time, at every poll); returns whether one ended.
-    #[inline(always)]
     pub(super) fn poll_lanes(&mut self, cx: &mut Context<'_>) -> bool {
         let side_by_side = self.wave().limit > 1;
         let Some(wakers) = self.scratch.wakers.as_ref().filter(|_| side_by_side) else {
@@ -174,7 +173,6 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         ended
     }
 
-    #[inline(always)]
     fn poll_and_end(&mut self, lane: usize, cx: &mut Context<'_>) -> bool {
         let Lane { step, kind, .. } = self.scratch.lanes[lane];
         let Poll::Ready(end) = self.poll_lane(lane, cx) else {
@@ -188,7 +186,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     }
 
     /// A member of the forward wave ended.
-    #[inline(always)]
+    #[inline(never)]
     pub(super) fn end_member(&mut self, end: AttemptEnd<E>, step: usize) {
         let outcome = match end {
             AttemptEnd::Succeeded => Outcome::Applied,
