@@ -49,7 +49,7 @@ mod support;
 use saga_core::{CompensationMode, Recovery, SagaError};
 use support::{
     Attach, Block, Event, Exec, Flaky, GroupShape, KINDS, Kind, MODES, Shape, StepSpec, TestError,
-    Trace, run_traced,
+    Trace, run_traced, splits,
 };
 
 /// A shape, and the step whose first action attempt aborts the run.
@@ -108,35 +108,6 @@ fn sequential_shapes() -> Vec<(GroupShape, Option<usize>)> {
     shapes
 }
 
-/// Every way to split `n` steps into single steps and groups of 2 or 3.
-fn splits(n: usize) -> Vec<Vec<Block>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut all = Vec::new();
-    for (width, block) in [
-        (1, Block::Single),
-        (2, Block::Group(2)),
-        (3, Block::Group(3)),
-    ] {
-        if width <= n {
-            for rest in splits(n - width) {
-                let mut blocks = vec![block];
-                blocks.extend(rest);
-                all.push(blocks);
-            }
-        }
-    }
-    all
-}
-
-fn width(block: Block) -> usize {
-    match block {
-        Block::Single => 1,
-        Block::Group(width) => width,
-    }
-}
-
 fn grouped_shapes() -> Vec<(GroupShape, Option<usize>)> {
     let mut shapes = Vec::new();
     for n in 2..=4usize {
@@ -148,7 +119,7 @@ fn grouped_shapes() -> Vec<(GroupShape, Option<usize>)> {
             let mut masks = vec![0u32];
             let mut start = 0;
             for &block in &blocks {
-                let w = width(block);
+                let w = block.width();
                 for subset in 1..(1u32 << w) {
                     masks.push(subset << start);
                 }

@@ -37,39 +37,10 @@ mod support;
 use saga_core::{CompensationMode, Recovery};
 use support::{
     Block, Exec, Flaky, GroupShape, Kind, MODES, StepSpec, check_grouped, compare_grouped,
-    model_grouped,
+    model_grouped, splits,
 };
 
 const MAX_STEPS: usize = 5;
-
-/// Every way to split `n` steps into single steps and groups of 2 or 3.
-fn splits(n: usize) -> Vec<Vec<Block>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut all = Vec::new();
-    for (width, block) in [
-        (1, Block::Single),
-        (2, Block::Group(2)),
-        (3, Block::Group(3)),
-    ] {
-        if width <= n {
-            for rest in splits(n - width) {
-                let mut blocks = vec![block];
-                blocks.extend(rest);
-                all.push(blocks);
-            }
-        }
-    }
-    all
-}
-
-fn width(block: Block) -> usize {
-    match block {
-        Block::Single => 1,
-        Block::Group(width) => width,
-    }
-}
 
 /// The failing-action choices of a split, as step masks: none, each single
 /// step, and each non-empty subset of each group.
@@ -77,7 +48,7 @@ fn failing_actions(blocks: &[Block]) -> Vec<u32> {
     let mut masks = vec![0];
     let mut start = 0;
     for &block in blocks {
-        let w = width(block);
+        let w = block.width();
         for subset in 1..(1u32 << w) {
             masks.push(subset << start);
         }

@@ -617,6 +617,34 @@ pub enum Block {
     Group(usize),
 }
 
+impl Block {
+    /// How many steps the block holds.
+    pub fn width(self) -> usize {
+        match self {
+            Block::Single => 1,
+            Block::Group(width) => width,
+        }
+    }
+}
+
+/// Every way to split `n` steps into single steps and groups of 2 or 3.
+pub fn splits(n: usize) -> Vec<Vec<Block>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for block in [Block::Single, Block::Group(2), Block::Group(3)] {
+        if block.width() <= n {
+            for rest in splits(n - block.width()) {
+                let mut blocks = vec![block];
+                blocks.extend(rest);
+                all.push(blocks);
+            }
+        }
+    }
+    all
+}
+
 /// A saga of blocks, described: its steps (in order), how they are split
 /// into single steps and parallel groups, flaky attempts, the saga-wide
 /// immediate retry policies, its compensation mode and classifier.
