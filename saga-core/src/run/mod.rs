@@ -95,6 +95,10 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
     // `interrupt` is not set yet: there is something to look at between
     // steps.
     watch: bool,
+    // Nothing observes a run's transitions (no observer, no timers, no
+    // `tracing` subscriber): one step's end and the next one's start are
+    // then seen by nobody in between.
+    quiet: bool,
     // A panic outside any lane, to fail the forward phase with.
     stray_failure: Option<E>,
     // The foreign code being called, for `fail_in_flight`.
@@ -210,6 +214,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             failed_block: None,
             interrupt: None,
             watch: false,
+            quiet: false,
             stray_failure: None,
             calling: Calling::Nothing,
             failing_lane: None,
@@ -406,6 +411,11 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         self.phase = self.forward_wave(0);
         let deadline = self.plan.saga_timeout.filter(|_| self.timers.is_some());
         self.watch = deadline.is_some() || self.abort.is_some();
+        self.quiet = self.observer.is_none() && self.timers.is_none();
+        #[cfg(feature = "tracing")]
+        {
+            self.quiet &= self.span.is_disabled();
+        }
         if deadline.is_some() {
             self.set_timer(Slot::Saga, deadline);
         }

@@ -56,19 +56,36 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     continue;
                 }
             };
-            #[cfg(feature = "tracing")]
-            let _entered = self.enter_lane_span(0);
-            match self.poll_attempt(0, step, Kind::Action, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => {
-                    self.attempt_succeeded(0, step, Kind::Action, attempt);
-                    self.scratch.outcomes.single = Outcome::Applied;
-                }
-                Poll::Ready(Err((error, ending))) => {
-                    if let Some(end) = self.attempt_failed(0, step, attempt, error, ending) {
-                        self.end_member(end, step);
+            let (mut step, mut attempt) = (step, attempt);
+            loop {
+                #[cfg(feature = "tracing")]
+                let _entered = self.enter_lane_span(0);
+                match self.poll_attempt(0, step, Kind::Action, cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) => {
+                        let next = self.wave.next;
+                        let quiet = self.quiet && !self.watch && !self.wave.halted;
+                        if quiet && next != self.wave.end {
+                            // Nothing sees lane 0 between two steps (no
+                            // observer, timer or subscriber, nothing to
+                            // interrupt): the next step's first attempt
+                            // takes it over, as a release and a start would.
+                            self.wave.next = next + 1;
+                            let lane = &mut self.scratch.lanes.first;
+                            (lane.step, lane.attempt) = (next, 1);
+                            (step, attempt) = (next, 1);
+                            continue;
+                        }
+                        self.attempt_succeeded(0, step, Kind::Action, attempt);
+                        self.scratch.outcomes.single = Outcome::Applied;
+                    }
+                    Poll::Ready(Err((error, ending))) => {
+                        if let Some(end) = self.attempt_failed(0, step, attempt, error, ending) {
+                            self.end_member(end, step);
+                        }
                     }
                 }
+                break;
             }
         }
     }
