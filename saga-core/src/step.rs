@@ -127,8 +127,8 @@ pub trait Step<E> {
 
     /// Whether the engine compensates this step when its own action failed.
     ///
-    /// `true` by default: a failed action may have partly happened (DESIGN rule
-    /// 3), and [`poll_compensate`](Step::poll_compensate) can still decide that
+    /// `true` by default: a failed action may have partly happened (rule 3 of
+    /// the [crate docs](crate#the-rules)), and [`poll_compensate`](Step::poll_compensate) can still decide that
     /// there is nothing to undo.
     fn compensates_failed_action(&self) -> bool {
         true

@@ -1492,7 +1492,7 @@ pub struct Outcome {
 }
 
 /// Whether a step of this kind is compensated when its own action failed
-/// (DESIGN rule 3 and the defaults of each constructor).
+/// (rule 3 of `saga-core`'s crate docs and the defaults of each constructor).
 pub fn compensates_own_failure(kind: Kind) -> bool {
     match kind {
         Kind::Fn { compensate_failed } | Kind::Custom { compensate_failed } => compensate_failed,
@@ -1509,15 +1509,15 @@ pub fn retries_compensation(kind: Kind) -> bool {
 }
 
 /// The reference model: what the rules say a run of `shape` does. Written from
-/// DESIGN.md, not from the engine. A shape of single steps is a
+/// the documented rules, not from the engine. A shape of single steps is a
 /// [`GroupShape`] whose blocks are all single steps: see [`model_grouped`].
 pub fn model(shape: &Shape) -> Outcome {
     model_grouped(&GroupShape::sequential(shape))
 }
 
 /// The reference model of a saga of blocks (single steps and parallel
-/// groups) with immediate retries. Written from DESIGN.md (rules 1-3, 5, 6,
-/// 8) and the documentation of `ParallelGroup`, `CompensationMode`, `Retry`
+/// groups) with immediate retries. Written from the numbered rules of
+/// `saga-core`'s crate docs (1-3, 5, 6, 8) and the documentation of `ParallelGroup`, `CompensationMode`, `Retry`
 /// and `SagaError`:
 ///
 /// - Blocks run one after the other; a single step is a block of one.
