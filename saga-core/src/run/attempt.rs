@@ -251,7 +251,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     .filter(|_| recovery == Recovery::Retry);
                 // Once the block failed or the run was interrupted, no new
                 // action attempt starts.
-                (retry.filter(|_| !self.wave().halted), recovery)
+                (retry.filter(|_| !self.wave.halted), recovery)
             }
             Kind::Compensation => {
                 let retries = self.steps[step].retries_compensation();

@@ -55,7 +55,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 self.start_compensations();
                 self.poll_lanes(cx)
             };
-            let wave = self.wave();
+            let wave = &self.wave;
             if self.scratch.busy == 0 && (wave.halted || wave.next == wave.start) {
                 self.finish_backward_wave(*wave);
                 if self.phase == Phase::Backward {
@@ -85,7 +85,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// none; `None` once the wave has none left to start, or halted.
     pub(super) fn next_to_compensate(&mut self) -> Option<usize> {
         loop {
-            let wave = self.wave();
+            let wave = &self.wave;
             if wave.halted || wave.next == wave.start {
                 return None;
             }
@@ -107,7 +107,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             AttemptEnd::Failed(error, ..) => {
                 failure.record_compensation_error(error);
                 if self.plan.compensation_mode == CompensationMode::StopOnError {
-                    self.update_wave(|wave| wave.halted = true);
+                    self.wave.halted = true;
                 }
             }
         }

@@ -76,17 +76,6 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         }
     }
 
-    /// The wave in progress.
-    #[inline]
-    pub(super) fn wave(&self) -> &Wave {
-        &self.wave
-    }
-
-    #[inline]
-    pub(super) fn update_wave(&mut self, update: impl FnOnce(&mut Wave)) {
-        update(&mut self.wave);
-    }
-
     /// Runs blocks until every step in flight waits (`Pending`) or the
     /// forward phase is over (`Ready`).
     pub(super) fn poll_forward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -111,7 +100,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 self.start_members();
                 self.poll_lanes(cx)
             };
-            let wave = self.wave();
+            let wave = &self.wave;
             if self.scratch.busy == 0 && (wave.halted || wave.next == wave.end) {
                 self.finish_forward_wave(*wave);
                 if self.phase == Phase::Forward {
@@ -128,7 +117,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// Starts the members the wave has room for.
     fn start_members(&mut self) {
         loop {
-            let wave = self.wave();
+            let wave = &self.wave;
             if wave.halted || wave.next == wave.end {
                 break;
             }
@@ -136,7 +125,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             let Some(lane) = self.scratch.claim(wave.limit) else {
                 break;
             };
-            self.update_wave(|wave| wave.next += 1);
+            self.wave.next += 1;
             self.scratch.outcomes[member] = Outcome::Running;
             self.scratch.mark(lane);
             self.start_attempt(lane, step, Kind::Action);
@@ -146,7 +135,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// Polls the steps in flight that were woken (the one step of a wave
     /// that runs one at a time, at every poll); returns whether one ended.
     pub(super) fn poll_lanes(&mut self, cx: &mut Context<'_>) -> bool {
-        let side_by_side = self.wave().limit > 1;
+        let side_by_side = self.wave.limit > 1;
         let Some(wakers) = self.scratch.wakers.as_ref().filter(|_| side_by_side) else {
             return self.scratch.lanes[0].stage != Stage::Free && self.poll_and_end(0, cx);
         };
@@ -196,7 +185,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 ending.outcome()
             }
         };
-        let wave = self.wave();
+        let wave = &self.wave;
         let (member, halted) = (member(wave, step), wave.halted);
         self.scratch.outcomes[member] = outcome;
         if matches!(outcome, Outcome::Failed | Outcome::CutShort) && !halted {
@@ -220,8 +209,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// interrupt's error, or their last one); running members are cut short
     /// when the interrupt or the group's policy says so, else they finish.
     fn halt_forward(&mut self, interrupted: bool) {
-        self.update_wave(|wave| wave.halted = true);
-        let cut_short_on_failure = self.wave().cut_short_on_failure;
+        self.wave.halted = true;
+        let cut_short_on_failure = self.wave.cut_short_on_failure;
         let deadline = self.interrupt.is_some_and(|interrupt| interrupt.deadline);
         for lane in 0..self.scratch.lane_count() {
             let Lane { step, stage, .. } = self.scratch.lanes[lane];
@@ -247,7 +236,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// Where a failure that belongs to no lane is charged: the lowest step in
     /// flight, or else the next one.
     fn current_step(&self) -> (usize, u32) {
-        let wave = self.wave();
+        let wave = &self.wave;
         let next = (wave.next.min(wave.end - 1), 0);
         self.scratch.lowest_in_flight().unwrap_or(next)
     }
