@@ -515,7 +515,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     /// returned at once and the report says what was left applied.
     ///
     /// ```
-    /// use saga_core::{Recovery, SagaBuilder};
+    /// use saga_core::{Handling, Recovery, SagaBuilder};
     ///
     /// #[derive(Debug, PartialEq)]
     /// enum Error { Declined, Disk }
@@ -530,7 +530,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     ///     .build();
     ///
     /// let error = smol::block_on(saga.run()).unwrap_err();
-    /// assert_eq!(error.recovery(), Recovery::Propagate);
+    /// assert_eq!(error.handling(), Handling::Propagated);
     /// assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [0, 1]);
     /// ```
     pub fn classify<F>(mut self, classify: F) -> Self

@@ -6,15 +6,14 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::ops::Range;
 
-use crate::Recovery;
-
-/// The error of a failed saga run.
+/// The error of a failed saga run: where and why the saga stopped, and
+/// exactly what was and was not compensated.
 ///
-/// It reports the original action error ([`error`](SagaError::error)), the
-/// step that failed ([`failed_step`](SagaError::failed_step), and its
-/// [name](SagaError::failed_step_name)), what the engine did about it
-/// ([`recovery`](SagaError::recovery)), how many attempts were made, whether
-/// it timed out or was aborted, the other members of a parallel group that
+/// It reports the error that stopped the saga ([`error`](SagaError::error)),
+/// where it stopped ([`failed_step`](SagaError::failed_step), and that step's
+/// [name](SagaError::failed_step_name)), why ([`reason`](SagaError::reason)),
+/// what the engine did about it ([`handling`](SagaError::handling)), how
+/// many attempts were made, the other members of a parallel group that
 /// failed too ([`concurrent_failures`](SagaError::concurrent_failures)),
 /// every compensation that failed, with its step
 /// ([`compensation_errors`](SagaError::compensation_errors)), and the steps
@@ -22,26 +21,74 @@ use crate::Recovery;
 /// When [`is_fully_compensated`](SagaError::is_fully_compensated) is `true`,
 /// nothing the saga did is left applied.
 ///
+/// # Where and why the saga stopped
+///
+/// | what happened | [`reason`](SagaError::reason) | [`failed_step`](SagaError::failed_step) | [`error`](SagaError::error) | [`attempts`](SagaError::attempts) | `Display` starts with | the observer saw |
+/// | --- | --- | --- | --- | --- | --- | --- |
+/// | an action returned `Err` (after its retries, or as the classifier decided) | [`Failed`](StopReason::Failed) | that step | its last error | attempts made | `step 1 (name) failed: ` | `action_failed` |
+/// | an action's last attempt ran out of time | [`TimedOut`](StopReason::TimedOut) | that step | `E::from(TimedOut)` | attempts made | `step 1 (name) failed: ` | `action_failed` |
+/// | an action panicked, or a callback deciding about it (runtime adapters catch panics) | [`Panicked`](StopReason::Panicked) | that step | `E::from(Panicked)` | attempts made | `step 1 (name) failed: ` | `action_failed` |
+/// | a panic outside any step (an observer or a sleeper) | [`Panicked`](StopReason::Panicked) | the lowest step in flight, else the next one | `E::from(Panicked)` | 0 | `step 1 (name) failed: ` | nothing more |
+/// | an abort cut the action in flight short ([`InFlight::CutShort`](crate::InFlight::CutShort)), or ended its wait for a retry | [`Aborted`](StopReason::Aborted) | that step | `E::from(Aborted)` | attempts made | `step 1 (name) cut short: ` | `aborted`, then `action_failed` |
+/// | an abort with no action in flight, or whose action in flight then succeeded | [`Aborted`](StopReason::Aborted) | the first step that never started | `E::from(Aborted)` | 0 | `stopped before step 2 (name): ` | `aborted` |
+/// | the saga's deadline, with an action in flight (always cut short) or waiting for a retry | [`Deadline`](StopReason::Deadline) | that step | `E::from(TimedOut)` | attempts made | `step 1 (name) cut short: ` | `deadline_passed`, then `action_failed` |
+/// | the saga's deadline, with no action in flight | [`Deadline`](StopReason::Deadline) | the first step that never started | `E::from(TimedOut)` | 0 | `stopped before step 2 (name): ` | `deadline_passed` |
+///
+/// When an abort lets the action in flight finish ([`InFlight::Finish`](crate::InFlight::Finish),
+/// the default) and it fails on its own, the saga stopped because of that
+/// failure: [`Failed`](StopReason::Failed), with the action's own error, and
+/// [`aborted`](SagaError::aborted) is `true`. An abort or a deadline that
+/// lands while the last step is in flight and lets it succeed is too late
+/// to stop anything: the run succeeds. In a parallel group, the first member
+/// failure observed is the one reported here; the others are
+/// [`concurrent_failures`](SagaError::concurrent_failures). The observer
+/// receives the same report in [`Observer::saga_finished`](crate::Observer::saga_finished).
+///
+/// # `Display`
+///
+/// One line, in this order, parts separated by `"; "`; a step is written
+/// `step 3`, or `step 3 (name)` when it has a name:
+///
+/// 1. where and why it stopped, as in the table above, then the error;
+///    then ` (after 3 attempts)` when there was more than one attempt; then
+///    `, saga aborted` or `, saga deadline passed` when an abort or the
+///    deadline landed but the saga stopped for another reason;
+/// 2. each other member of the group that failed: `step 4 (name) failed too: error`;
+/// 3. how it ended:
+///    - `propagated without compensation, 2 steps left applied` when the
+///      classifier propagated the error;
+///    - each failed compensation, `compensation of step 0 (name) failed: error`
+///      (with ` (after 3 attempts)` when retried), then
+///      `1 step left uncompensated` / `2 steps left uncompensated`;
+///    - otherwise `nothing needed compensation`, `fully compensated (1 step)`,
+///      `fully compensated (3 steps)`, or `2 compensated, 1 step left applied`
+///      (a step cut short that does not compensate a failed action).
+///
 /// # Examples
 ///
 /// ```
-/// use saga_core::SagaBuilder;
+/// use saga_core::{FnStep, SagaBuilder, StopReason};
 ///
 /// let mut saga = SagaBuilder::new()
-///     .add_step(|| async { Ok(()) }, || async { Err("refund service down") })
+///     .step(
+///         FnStep::new(|| async { Ok(()) }, || async { Err("refund service down") })
+///             .named("charge card"),
+///     )
 ///     .add_step(|| async { Err::<(), _>("out of stock") }, || async { Ok(()) })
 ///     .build();
 ///
 /// let error = smol::block_on(saga.run()).unwrap_err();
 /// assert_eq!(*error.error(), "out of stock");
+/// assert_eq!(error.reason(), StopReason::Failed);
 /// assert_eq!(error.failed_step(), 1);
 /// assert!(!error.is_fully_compensated());
 /// assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [0]);
 /// assert_eq!(error.compensation_errors()[0].step(), 0);
+/// assert_eq!(error.compensation_errors()[0].name(), Some("charge card"));
 /// assert_eq!(
 ///     error.to_string(),
-///     "step 1 failed: out of stock; compensation of step 0 failed: refund service down; \
-///      1 step left uncompensated",
+///     "step 1 failed: out of stock; compensation of step 0 (charge card) failed: \
+///      refund service down; 1 step left uncompensated",
 /// );
 /// ```
 #[derive(Clone, PartialEq, Eq)]
@@ -54,8 +101,7 @@ pub struct SagaError<E> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Report<E> {
     failure: StepFailure<E>,
-    failed_step_name: Option<String>,
-    recovery: Recovery,
+    handling: Handling,
     aborted: bool,
     deadline: bool,
     compensated: usize,
@@ -69,12 +115,47 @@ struct Report<E> {
     compensation_errors: Vec<StepFailure<E>>,
 }
 
+/// Why a saga stopped going forward: what [`SagaError::error`] stands for.
+/// See [`SagaError`] for the whole table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StopReason {
+    /// An action returned an error, after its retries (or as the classifier
+    /// decided): the error is that action's.
+    Failed,
+    /// An action's last attempt ran out of time: the error is
+    /// `E::from(TimedOut)`.
+    TimedOut,
+    /// An action, or a callback of the run (classifier, jitter function,
+    /// observer, sleeper), panicked and a runtime adapter caught it: the
+    /// error is `E::from(Panicked)`.
+    Panicked,
+    /// The run's [`AbortHandle`](crate::AbortHandle) aborted it: the error is
+    /// `E::from(Aborted)`.
+    Aborted,
+    /// The saga's deadline ([`SagaBuilder::saga_timeout`](crate::SagaBuilder::saga_timeout))
+    /// passed: the error is `E::from(TimedOut)`.
+    Deadline,
+}
+
+/// What the engine did once the saga stopped: the report's side of the
+/// classifier's [`Recovery`](crate::Recovery) decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Handling {
+    /// The backward phase ran: compensations undid what was applied
+    /// ([`SagaError::is_fully_compensated`] says whether all of it).
+    Compensated,
+    /// The classifier returned [`Recovery::Propagate`](crate::Recovery::Propagate):
+    /// nothing was compensated, and every step that ran is left applied.
+    Propagated,
+}
+
 impl<E> SagaError<E> {
-    pub(crate) fn new(failure: StepFailure<E>, name: Option<&str>, recovery: Recovery) -> Self {
+    pub(crate) fn new(failure: StepFailure<E>, handling: Handling) -> Self {
         let report = Report {
             failure,
-            failed_step_name: name.map(String::from),
-            recovery,
+            handling,
             aborted: false,
             deadline: false,
             compensated: 0,
@@ -126,49 +207,59 @@ impl<E> SagaError<E> {
             .sort_by_key(StepFailure::step);
     }
 
-    /// The action error that made the saga fail.
+    /// The error that stopped the saga: the failed action's, or the one made
+    /// for a timeout, a panic, an abort or the deadline (see
+    /// [`reason`](SagaError::reason)).
     pub fn error(&self) -> &E {
         &self.report.failure.error
     }
 
-    /// The action error that made the saga fail, by value.
+    /// The error that stopped the saga, by value.
     pub fn into_error(self) -> E {
         self.report.failure.error
     }
 
-    /// The index of the step whose action failed (0 is the first step added).
-    /// After an abort or a deadline, the step that was in flight, or else the
-    /// one that would have run next.
+    /// Where the saga stopped (0 is the first step added): the step whose
+    /// action failed, timed out, panicked or was cut short; after an abort or
+    /// the deadline with no action cut short, the first step that never
+    /// started ([`attempts`](SagaError::attempts) is then 0).
     pub fn failed_step(&self) -> usize {
         self.report.failure.step
     }
 
-    /// The name of the step whose action failed, when it has one.
+    /// The name of the step where the saga stopped, when it has one.
     pub fn failed_step_name(&self) -> Option<&str> {
-        self.report.failed_step_name.as_deref()
+        self.report.failure.name()
     }
 
-    /// What the engine did after the action failed:
-    /// [`Recovery::Compensate`] (also after retries ran out, and after an
-    /// abort), or [`Recovery::Propagate`] when the saga's classifier returned
-    /// the error without compensating. Never [`Recovery::Retry`].
-    pub fn recovery(&self) -> Recovery {
-        self.report.recovery
+    /// Why the saga stopped (see the table on [`SagaError`]).
+    pub fn reason(&self) -> StopReason {
+        self.report.failure.reason
     }
 
-    /// How many attempts the failed step's action made (0 when the saga was
-    /// aborted or timed out before it started).
+    /// What the engine did once the saga stopped: compensated (also after
+    /// retries ran out, a timeout, an abort or a panic), or propagated the
+    /// error without compensating, as the classifier decided.
+    pub fn handling(&self) -> Handling {
+        self.report.handling
+    }
+
+    /// How many attempts the action of [`failed_step`](SagaError::failed_step)
+    /// made, counting one cut short (0 when the saga stopped before it
+    /// started).
     pub fn attempts(&self) -> u32 {
         self.report.failure.attempts
     }
 
-    /// `true` when the failure was a timeout: the failed step's last attempt,
-    /// or the whole saga, ran out of time.
+    /// `true` when the saga stopped because of a timeout: the failed step's
+    /// last attempt, or the whole saga, ran out of time.
     pub fn timed_out(&self) -> bool {
         self.report.failure.timed_out || self.report.deadline
     }
 
-    /// `true` when the run was stopped by its [`AbortHandle`](crate::AbortHandle).
+    /// `true` when the run was aborted through its
+    /// [`AbortHandle`](crate::AbortHandle), whether or not the abort is what
+    /// stopped it (an action in flight may have failed on its own).
     pub fn aborted(&self) -> bool {
         self.report.aborted
     }
@@ -220,8 +311,7 @@ impl<E: fmt::Debug> fmt::Debug for SagaError<E> {
         let report = &self.report;
         f.debug_struct("SagaError")
             .field("failure", &report.failure)
-            .field("failed_step_name", &report.failed_step_name)
-            .field("recovery", &report.recovery)
+            .field("handling", &report.handling)
             .field("aborted", &report.aborted)
             .field("deadline", &report.deadline)
             .field("compensated", &report.compensated)
@@ -233,46 +323,69 @@ impl<E: fmt::Debug> fmt::Debug for SagaError<E> {
     }
 }
 
+/// A step as `Display` writes it: `step 3`, or `step 3 (name)`.
+struct StepLabel<'a>(usize, Option<&'a str>);
+
+impl fmt::Display for StepLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step {}", self.0)?;
+        match self.1 {
+            Some(name) => write!(f, " ({name})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// ` (after 3 attempts)`, when there was more than one.
+struct AfterAttempts(u32);
+
+impl fmt::Display for AfterAttempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 | 1 => Ok(()),
+            attempts => write!(f, " (after {attempts} attempts)"),
+        }
+    }
+}
+
 impl<E: fmt::Display> fmt::Display for SagaError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "step {}", self.report.failure.step)?;
-        if let Some(name) = &self.report.failed_step_name {
-            write!(f, " ({name})")?;
+        let report = &self.report;
+        let failure = &report.failure;
+        let label = failure.label();
+        let interrupted = matches!(failure.reason, StopReason::Aborted | StopReason::Deadline);
+        match (interrupted, failure.attempts) {
+            (true, 0) => write!(f, "stopped before {label}: ")?,
+            (true, _) => write!(f, "{label} cut short: ")?,
+            (false, _) => write!(f, "{label} failed: ")?,
         }
-        write!(f, " failed: {}", self.report.failure.error)?;
-        if self.report.failure.attempts > 1 {
-            write!(f, " (after {} attempts)", self.report.failure.attempts)?;
-        }
-        if self.report.aborted {
+        write!(f, "{}{}", failure.error, AfterAttempts(failure.attempts))?;
+        if !interrupted && report.aborted {
             f.write_str(", saga aborted")?;
+        } else if !interrupted && report.deadline {
+            f.write_str(", saga deadline passed")?;
         }
-        if let [first, rest @ ..] = self.report.concurrent_failures.as_slice() {
-            write!(f, "; step {} failed too: {}", first.step, first.error)?;
-            if !rest.is_empty() {
-                write!(f, " (and {} more)", rest.len())?;
-            }
+        for other in &report.concurrent_failures {
+            write!(f, "; {} failed too: {}", other.label(), other.error)?;
+            write!(f, "{}", AfterAttempts(other.attempts))?;
         }
         f.write_str("; ")?;
         let left = self.uncompensated_count();
         let steps = if left == 1 { "step" } else { "steps" };
-        if self.report.recovery == Recovery::Propagate {
+        if report.handling == Handling::Propagated {
             return write!(
                 f,
                 "propagated without compensation, {left} {steps} left applied"
             );
         }
-        if let [first, rest @ ..] = self.report.compensation_errors.as_slice() {
-            write!(
-                f,
-                "compensation of step {} failed: {}",
-                first.step, first.error
-            )?;
-            if !rest.is_empty() {
-                write!(f, " (and {} more compensation errors)", rest.len())?;
+        if !report.compensation_errors.is_empty() {
+            for undo in &report.compensation_errors {
+                write!(f, "compensation of {} failed: {}", undo.label(), undo.error)?;
+                write!(f, "{}; ", AfterAttempts(undo.attempts))?;
             }
-            return write!(f, "; {left} {steps} left uncompensated");
+            return write!(f, "{left} {steps} left uncompensated");
         }
-        match (left, self.report.compensated) {
+        match (left, report.compensated) {
             (0, 0) => f.write_str("nothing needed compensation"),
             (0, 1) => f.write_str("fully compensated (1 step)"),
             (0, done) => write!(f, "fully compensated ({done} steps)"),
@@ -290,19 +403,24 @@ where
     }
 }
 
-/// A compensation that failed after its retries: a [`StepFailure`].
-pub type CompensationError<E> = StepFailure<E>;
-
-/// One step's failure: its index, its last error, how many attempts were
-/// made, and whether the last one timed out. Reported for compensations that
-/// failed ([`SagaError::compensation_errors`]) and for the other failed
-/// members of a parallel group ([`SagaError::concurrent_failures`]).
+/// One step's failure: its index and name, its last error, how many
+/// attempts were made, and whether the last one timed out. Reported for
+/// compensations that failed ([`SagaError::compensation_errors`]) and for
+/// the other failed members of a parallel group
+/// ([`SagaError::concurrent_failures`]).
+///
+/// Its `Display` is `step 3 (name) failed: error (after 2 attempts)` for an
+/// action, `compensation of step 3 (name) failed: error` for a compensation
+/// (the name and the attempts only when there is one, and more than one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepFailure<E> {
     pub(crate) step: usize,
+    pub(crate) name: Option<String>,
     pub(crate) error: E,
     pub(crate) attempts: u32,
     pub(crate) timed_out: bool,
+    // Why the step stopped, when it is the saga's failure.
+    pub(crate) reason: StopReason,
     // A compensation's failure rather than an action's.
     pub(crate) compensation: bool,
 }
@@ -311,6 +429,11 @@ impl<E> StepFailure<E> {
     /// The index of the step.
     pub fn step(&self) -> usize {
         self.step
+    }
+
+    /// The step's name, when it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// The last attempt's error.
@@ -332,6 +455,10 @@ impl<E> StepFailure<E> {
     pub fn timed_out(&self) -> bool {
         self.timed_out
     }
+
+    fn label(&self) -> StepLabel<'_> {
+        StepLabel(self.step, self.name())
+    }
 }
 
 impl<E: fmt::Display> fmt::Display for StepFailure<E> {
@@ -339,11 +466,8 @@ impl<E: fmt::Display> fmt::Display for StepFailure<E> {
         if self.compensation {
             f.write_str("compensation of ")?;
         }
-        write!(f, "step {} failed: {}", self.step, self.error)?;
-        if self.attempts > 1 {
-            write!(f, " (after {} attempts)", self.attempts)?;
-        }
-        Ok(())
+        write!(f, "{} failed: {}", self.label(), self.error)?;
+        write!(f, "{}", AfterAttempts(self.attempts))
     }
 }
 

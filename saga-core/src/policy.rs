@@ -10,8 +10,8 @@ use crate::retry::{Retry, RetrySpec};
 
 /// What happens after an action failed: the decision of a saga's error
 /// classifier (see [`SagaBuilder::classify`](crate::SagaBuilder::classify)).
-/// [`SagaError::recovery`](crate::SagaError::recovery) reports the decision
-/// that ended the forward phase.
+/// [`SagaError::handling`](crate::SagaError::handling) reports what came of
+/// the decision that ended the forward phase ([`Handling`](crate::Handling)).
 ///
 /// This is pysagas's `exceptions=`, made explicit. Unlike pysagas, the
 /// default retries by the step's policy (one attempt, unless configured)

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use saga_core::{
     AbortHandle, Aborted, CompensationMode, InFlight, Observer, Retry, SagaBuilder, SagaError,
-    StepRef, TimedOut,
+    StepRef, StopReason, TimedOut,
 };
 use support::{FakeClock, Yield, block_on_clock};
 
@@ -273,9 +273,10 @@ fn a_deadline_passing_during_a_retry_backoff_fails_the_step_with_timed_out() {
     assert!(error.timed_out());
     assert!(!error.aborted());
     assert_eq!(error.failed_step(), 0);
+    assert_eq!(error.reason(), StopReason::Deadline);
     let text = error.to_string();
     assert!(
-        text.starts_with("step 0 failed: ran out of time"),
+        text.starts_with("step 0 cut short: ran out of time"),
         "the report names the timeout: {text}"
     );
     assert!(
@@ -311,9 +312,10 @@ fn an_abort_during_a_retry_backoff_fails_the_step_with_aborted() {
     assert_eq!(*error.error(), Error::Aborted, "{error:?}");
     assert!(error.aborted());
     assert_eq!(error.failed_step(), 0);
+    assert_eq!(error.reason(), StopReason::Aborted);
     let text = error.to_string();
     assert!(
-        text.starts_with("step 0 failed: was aborted"),
+        text.starts_with("step 0 cut short: was aborted"),
         "the report names the abort: {text}"
     );
     assert_eq!(calls(&undo), 1, "the failed pysagas-style step is undone");

@@ -12,8 +12,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use saga_core::{
-    AbortHandle, CompensationMode, InFlight, ParallelGroup, Recovery, Retry, SagaBuilder,
-    SagaError, StepPolicy, TypedStep,
+    AbortHandle, CompensationMode, Handling, InFlight, ParallelGroup, Recovery, Retry, SagaBuilder,
+    SagaError, StepPolicy, StopReason, TypedStep,
 };
 use support::{FakeClock, Gate, TestError, Yield, block_on_clock};
 
@@ -477,7 +477,7 @@ fn a_propagated_member_failure_leaves_everything_that_ran_applied() {
         .classify(|_: &TestError| Recovery::Propagate)
         .build();
     let error = smol::block_on(saga.run()).unwrap_err();
-    assert_eq!(error.recovery(), Recovery::Propagate);
+    assert_eq!(error.handling(), Handling::Propagated);
     assert!(entries(&log).iter().all(|entry| !entry.starts_with("undo")));
     assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [0, 1, 2]);
 }
@@ -519,7 +519,15 @@ fn an_abort_during_a_group_finishes_or_cuts_short_the_members() {
         let error = result.unwrap_err();
         assert!(error.aborted());
         assert_eq!(*error.error(), TestError::Aborted);
-        assert_eq!(error.failed_step(), 1);
+        assert_eq!(error.reason(), StopReason::Aborted);
+        // Finished, member 1 leaves the group done: the saga stopped before
+        // step 3; cut short, it is where the saga stopped.
+        let (stopped_at, attempts) = match in_flight {
+            InFlight::Finish => (3, 0),
+            _ => (1, 1),
+        };
+        assert_eq!(error.failed_step(), stopped_at);
+        assert_eq!(error.attempts(), attempts);
         assert!(error.is_fully_compensated());
         let done_1 = entries(&log).contains(&"done 1".to_owned());
         assert_eq!(done_1, in_flight == InFlight::Finish);

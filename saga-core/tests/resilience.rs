@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use saga_core::{
-    AbortHandle, CompensationMode, InFlight, Recovery, Retry, SagaBuilder, SagaError, StepPolicy,
-    TypedStep,
+    AbortHandle, CompensationMode, Handling, InFlight, Recovery, Retry, SagaBuilder, SagaError,
+    StepPolicy, TypedStep,
 };
 use support::{FakeClock, TestError, Yield, block_on_clock, try_drive};
 
@@ -121,7 +121,7 @@ fn exhausted_retries_compensate_and_report_the_last_error_and_attempts() {
     assert_eq!(*error.error(), TestError::Transient(2));
     assert_eq!(error.failed_step(), 1);
     assert_eq!(error.attempts(), 3);
-    assert_eq!(error.recovery(), Recovery::Compensate);
+    assert_eq!(error.handling(), Handling::Compensated);
     assert!(error.is_fully_compensated());
     assert_eq!((calls(&first), calls(&second)), (1, 3));
     // The failing pysagas-style step is compensated once, then step 0.
@@ -170,7 +170,10 @@ fn the_classifier_routes_each_error() {
         let error = smol::block_on(saga.run()).unwrap_err();
         assert_eq!(calls(&attempts), expected_calls, "error kind {error_kind}");
         assert_eq!(error.attempts(), expected_calls);
-        assert_eq!(error.recovery(), expected_recovery);
+        assert_eq!(
+            error.handling() == Handling::Propagated,
+            expected_recovery == Recovery::Propagate
+        );
         let propagated = expected_recovery == Recovery::Propagate;
         assert_eq!(calls(&undo), u32::from(!propagated));
         assert_eq!(error.is_fully_compensated(), !propagated);
@@ -574,8 +577,9 @@ fn abort_at_every_poll_point_balances_the_books() {
 fn abort_with_finish_lets_the_action_complete_and_undoes_it() {
     let (report, net) = run_aborted_at(1, InFlight::Finish, false);
     let error = report.unwrap_err();
-    assert_eq!(error.failed_step(), 0);
-    assert_eq!(error.attempts(), 1);
+    // Step 0 finished well: the saga stopped before step 1 started.
+    assert_eq!(error.failed_step(), 1);
+    assert_eq!(error.attempts(), 0);
     assert_eq!(error.compensated_count(), 1);
     assert_eq!(net, [0; 5]);
 }

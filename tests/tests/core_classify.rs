@@ -12,7 +12,7 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use saga_core::{FnStep, Recovery, SagaBuilder, TypedStep};
+use saga_core::{FnStep, Handling, Recovery, SagaBuilder, TypedStep};
 use support::{Ledger, TestError, act, on_every_executor, recording_step, undo};
 
 fn propagate_saga(
@@ -56,7 +56,7 @@ fn propagate_returns_at_once_and_compensates_nothing() {
         assert_eq!(ledger.acted(), [0, 1, 2]);
         assert!(ledger.undone().is_empty());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(error.recovery(), Recovery::Propagate);
+        assert_eq!(error.handling(), Handling::Propagated);
         assert_eq!(error.failed_step(), 2);
         assert_eq!(error.compensated_count(), 0);
         assert!(error.compensation_errors().is_empty());
@@ -93,7 +93,7 @@ fn propagate_from_a_step_that_never_needed_compensation() {
         .classify(|_: &TestError| Recovery::Propagate)
         .build();
     let error = support::block_on(saga.run()).unwrap_err();
-    assert_eq!(error.recovery(), Recovery::Propagate);
+    assert_eq!(error.handling(), Handling::Propagated);
     assert_eq!(error.uncompensated_count(), 0);
     assert!(error.is_fully_compensated());
 }
@@ -113,11 +113,11 @@ fn the_classifier_decides_per_error() {
             }
             let error = builder.build().run().await.unwrap_err();
             if failing % 2 == 0 {
-                assert_eq!(error.recovery(), Recovery::Compensate);
+                assert_eq!(error.handling(), Handling::Compensated);
                 assert_eq!(ledger.undone(), (0..=failing).rev().collect::<Vec<_>>());
                 assert!(error.is_fully_compensated());
             } else {
-                assert_eq!(error.recovery(), Recovery::Propagate);
+                assert_eq!(error.handling(), Handling::Propagated);
                 assert!(ledger.undone().is_empty());
                 assert_eq!(
                     error.uncompensated_steps().collect::<Vec<_>>(),
@@ -135,7 +135,7 @@ fn compensate_is_the_default() {
     let ledger = Ledger::new();
     let mut saga = support::simple_saga(&ledger, 3, Some(2), 0);
     let error = support::block_on(saga.run()).unwrap_err();
-    assert_eq!(error.recovery(), Recovery::Compensate);
+    assert_eq!(error.handling(), Handling::Compensated);
     assert_eq!(ledger.undone(), [2, 1, 0]);
 }
 

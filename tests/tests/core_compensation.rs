@@ -206,8 +206,8 @@ fn continue_on_error_runs_every_compensation_and_collects_errors() {
         assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [1, 3]);
         assert_eq!(
             error.to_string(),
-            "step 4 failed: action 4 failed; compensation of step 3 failed: undo 3 failed \
-             (and 1 more compensation errors); 2 steps left uncompensated"
+            "step 4 failed: action 4 failed; compensation of step 3 failed: undo 3 failed; \
+             compensation of step 1 failed: undo 1 failed; 2 steps left uncompensated"
         );
         let last = error.compensation_errors()[1].clone();
         assert_eq!(

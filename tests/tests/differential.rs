@@ -377,7 +377,7 @@ fn differences(plain: &Trace, other: &Trace) -> Vec<String> {
                 *error.error(),
                 error.failed_step(),
                 error.failed_step_name().map(str::to_owned),
-                error.recovery(),
+                (error.handling(), error.reason()),
                 error.attempts(),
                 error.timed_out(),
                 error.aborted(),

@@ -7,10 +7,10 @@ use core::time::Duration;
 
 use super::observe::Transition;
 use super::scratch::{Lane, Stage};
-use super::{Calling, Ending, Kind, Run};
+use super::{Calling, Ending, Interrupted, Kind, Run};
 use crate::retry::RetrySpec;
 use crate::sleep::Slot;
-use crate::{Recovery, Step, StepFailure};
+use crate::{Recovery, Step, StepFailure, StopReason};
 
 /// How a lane's step ended.
 pub(super) enum AttemptEnd<E> {
@@ -121,7 +121,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                         },
                     };
                     self.stop_lane_timer(lane);
-                    if let Some(end) = self.after_error(lane, error, ending, last) {
+                    if let Some(end) = self.after_error(lane, error, ending, last, true) {
                         return Poll::Ready(end);
                     }
                 }
@@ -158,7 +158,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         let kind = self.scratch.lanes[lane].kind;
         self.announce_failure(lane, step, Transition::Failed(kind, attempt, &error), false);
         self.stop_lane_timer(lane);
-        self.after_error(lane, error, ending, false)
+        self.after_error(lane, error, ending, false, false)
     }
 
     /// Tells the observer of a failed attempt (or of its retry). Should the
@@ -222,14 +222,15 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         }
     }
 
-    /// An attempt failed: schedule a retry (`None`), or end the lane. A
-    /// `last` attempt is never retried.
+    /// An attempt failed (`panicked`: with a panic): schedule a retry
+    /// (`None`), or end the lane. A `last` attempt is never retried.
     fn after_error(
         &mut self,
         lane: usize,
         error: E,
         ending: Ending,
         last: bool,
+        panicked: bool,
     ) -> Option<AttemptEnd<E>> {
         let Lane {
             step,
@@ -279,13 +280,13 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             Recovery::Propagate => Recovery::Propagate,
             Recovery::Retry | Recovery::Compensate => Recovery::Compensate,
         };
-        let failure = StepFailure {
-            step,
-            error,
-            attempts: attempt,
-            timed_out,
-            compensation: kind == Kind::Compensation,
+        let reason = match (panicked, timed_out) {
+            (true, _) => StopReason::Panicked,
+            (false, true) => StopReason::TimedOut,
+            (false, false) => StopReason::Failed,
         };
+        let mut failure = self.step_failure(step, error, attempt, timed_out, reason);
+        failure.compensation = kind == Kind::Compensation;
         Some(AttemptEnd::Failed(failure, recovery, ending))
     }
 
@@ -338,11 +339,16 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         self.stop_lane_timer(lane);
         let last_error = self.scratch.lanes[lane].last_error.take();
         self.scratch.release(lane);
-        let (error, timed_out, ending) = match (stage, last_error) {
+        // An error given is the interrupt's.
+        let interrupt = self
+            .interrupt
+            .map_or(StopReason::Aborted, Interrupted::reason);
+        let (error, timed_out, ending, reason) = match (stage, last_error) {
             (Stage::Free, _) => return AttemptEnd::Cancelled,
             (Stage::BackingOff, Some((last, timed_out))) => match error {
-                Some(error) => (error, false, Ending::Failed),
-                None => (last, timed_out, Ending::Failed),
+                Some(error) => (error, false, Ending::Failed, interrupt),
+                None if timed_out => (last, true, Ending::Failed, StopReason::TimedOut),
+                None => (last, false, Ending::Failed, StopReason::Failed),
             },
             (_, _) => {
                 let Some(error) = error else {
@@ -350,16 +356,11 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                     return AttemptEnd::Cancelled;
                 };
                 self.transition(step, Transition::Failed(kind, attempt, &error));
-                (error, false, Ending::CutShort)
+                (error, false, Ending::CutShort, interrupt)
             }
         };
-        let failure = StepFailure {
-            step,
-            error,
-            attempts: attempt,
-            timed_out,
-            compensation: kind == Kind::Compensation,
-        };
+        let mut failure = self.step_failure(step, error, attempt, timed_out, reason);
+        failure.compensation = kind == Kind::Compensation;
         AttemptEnd::Failed(failure, Recovery::Compensate, ending)
     }
 }

@@ -11,7 +11,7 @@ use super::scratch::{Lane, Outcome, Stage};
 use super::wakers::WORD;
 use super::{Ending, Interrupted, Kind, Phase, Run, Wave};
 use crate::sleep::Slot;
-use crate::{InFlight, Recovery, SagaError, Step, StepFailure};
+use crate::{Handling, InFlight, Recovery, SagaError, Step, StepFailure, StopReason};
 
 /// Where `step`'s outcome is kept while its wave runs.
 #[inline]
@@ -199,8 +199,11 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         match &mut self.failure {
             Some(first) => first.record_concurrent_failure(failure),
             None => {
-                let name = self.steps[failure.step].name();
-                self.failure = Some(SagaError::new(failure, name, recovery));
+                let handling = match recovery {
+                    Recovery::Propagate => Handling::Propagated,
+                    Recovery::Retry | Recovery::Compensate => Handling::Compensated,
+                };
+                self.failure = Some(SagaError::new(failure, handling));
             }
         }
     }
@@ -244,13 +247,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     /// A panic outside any step fails the forward phase.
     fn fail_stray(&mut self, error: E) {
         let (step, _) = self.current_step();
-        let failure = StepFailure {
-            step,
-            error,
-            attempts: 0,
-            timed_out: false,
-            compensation: false,
-        };
+        let failure = self.step_failure(step, error, 0, false, StopReason::Panicked);
         self.record_failure(failure, Recovery::Compensate);
         self.halt_forward(false);
     }
@@ -271,12 +268,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     }
 
     pub(super) fn interrupt_forward(&mut self, deadline: bool) {
-        let (step, attempts) = self.current_step();
-        self.interrupt = Some(Interrupted {
-            deadline,
-            step,
-            attempts,
-        });
+        let (step, _) = self.current_step();
+        self.interrupt = Some(Interrupted { deadline });
         self.watch = false;
         self.set_timer(Slot::Saga, None);
         let transition = match deadline {
@@ -288,19 +281,21 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
     }
 
     fn finish_forward_wave(&mut self, wave: Wave) {
-        if self.failure.is_none() {
-            if let Some(interrupted) = self.interrupt {
-                // Interrupted, and every member in flight finished well.
+        if let (None, Some(interrupted)) = (&self.failure, self.interrupt) {
+            // Interrupted, and every member in flight finished well: the saga
+            // stops before its first step that never started, if any is left.
+            let stop = match wave.sequence {
+                true => wave.next,
+                false => (wave.start..wave.end)
+                    .find(|&step| self.scratch.outcomes[step - wave.start] == Outcome::NotStarted)
+                    .unwrap_or(wave.end),
+            };
+            if stop < self.steps.len() {
                 let Some(error) = self.interrupt_error(interrupted.deadline) else {
                     unreachable!("interrupts only come from an abort handle or a clock")
                 };
-                let failure = StepFailure {
-                    step: interrupted.step,
-                    error,
-                    attempts: interrupted.attempts,
-                    timed_out: false,
-                    compensation: false,
-                };
+                let reason = interrupted.reason();
+                let failure = self.step_failure(stop, error, 0, false, reason);
                 self.record_failure(failure, Recovery::Compensate);
             }
         }
@@ -315,7 +310,7 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                 failure.record_aborted();
             }
         }
-        let propagate = failure.recovery() == Recovery::Propagate;
+        let propagate = failure.handling() == Handling::Propagated;
         self.set_timer(Slot::Saga, None);
         let (start, end) = Self::block(wave);
         self.failed_block = Some((start, end));

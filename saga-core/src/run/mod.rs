@@ -30,6 +30,7 @@ mod sequence;
 mod wakers;
 
 use alloc::boxed::Box;
+use alloc::string::String;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
@@ -41,7 +42,7 @@ use scratch::{Panic, Stage};
 
 use crate::plan::{Plan, SharedObserver};
 use crate::sleep::{Slot, Timers};
-use crate::{AbortHandle, Aborted, SagaError, Step, TimedOut};
+use crate::{AbortHandle, Aborted, SagaError, Step, StepFailure, StopReason, TimedOut};
 
 /// The future of one saga run, returned by [`Saga::run`](crate::Saga::run).
 ///
@@ -159,8 +160,15 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Interrupted {
     deadline: bool,
-    step: usize,
-    attempts: u32,
+}
+
+impl Interrupted {
+    fn reason(self) -> StopReason {
+        match self.deadline {
+            true => StopReason::Deadline,
+            false => StopReason::Aborted,
+        }
+    }
 }
 
 /// How an attempt ended badly.
@@ -394,6 +402,26 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
     fn timed_out_error(&self) -> Option<E> {
         self.timed_out.map(|timed_out| timed_out(TimedOut))
+    }
+
+    /// A failure of `step`'s action, for the report (with the step's name).
+    fn step_failure(
+        &self,
+        step: usize,
+        error: E,
+        attempts: u32,
+        timed_out: bool,
+        reason: StopReason,
+    ) -> StepFailure<E> {
+        StepFailure {
+            step,
+            name: self.steps[step].name().map(String::from),
+            error,
+            attempts,
+            timed_out,
+            reason,
+            compensation: false,
+        }
     }
 
     /// The error an interrupt fails steps with.

@@ -272,7 +272,9 @@ pub async fn abort_mid_action_finishes_it_then_compensates<R: Runtime>() {
     let error = failure::<R>("the aborted saga", handle).await;
     assert!(error.aborted());
     assert_eq!(*error.error(), Error::Aborted);
-    assert_eq!(error.failed_step(), 1);
+    // Step 1 finished well: the saga stopped before step 2 started.
+    assert_eq!(error.failed_step(), 2);
+    assert_eq!(error.attempts(), 0);
     assert_eq!(error.compensated_count(), 2);
     assert!(error.is_fully_compensated());
     assert_eq!(

@@ -15,8 +15,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use saga_core::{
-    AbortHandle, Aborted, CompensationMode, FnStep, Observer, ParallelGroup, Permits, Recovery,
-    Retry, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut, TypedStep, Untimed,
+    AbortHandle, Aborted, CompensationMode, FnStep, Handling, Observer, ParallelGroup, Permits,
+    Recovery, Retry, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut, TypedStep, Untimed,
 };
 
 // ---------------------------------------------------------------------------
@@ -1424,8 +1424,8 @@ pub struct Report {
     pub failed_step: usize,
     /// `attempts()`: how many attempts the failed step's action made.
     pub attempts: u32,
-    /// `recovery()`.
-    pub recovery: Recovery,
+    /// `handling()`.
+    pub handling: Handling,
     /// `concurrent_failures()`: the other failed members of the failed
     /// parallel group, with their attempts, by step.
     pub concurrent_failures: Vec<(usize, u32)>,
@@ -1468,7 +1468,7 @@ impl Report {
             error: *error.error(),
             failed_step: error.failed_step(),
             attempts: error.attempts(),
-            recovery: error.recovery(),
+            handling: error.handling(),
             concurrent_failures: error
                 .concurrent_failures()
                 .iter()
@@ -1639,7 +1639,10 @@ pub fn model_grouped(shape: &GroupShape) -> Outcome {
             error: TestError::Action(failed_step),
             failed_step,
             attempts,
-            recovery,
+            handling: match recovery {
+                Recovery::Propagate => Handling::Propagated,
+                _ => Handling::Compensated,
+            },
             concurrent_failures,
             compensation_errors: Vec::new(),
             uncompensated: Vec::new(),
