@@ -28,7 +28,7 @@ use core::ops::Range;
 /// | an action returned `Err` (after its retries, or as the classifier decided) | [`Failed`](StopReason::Failed) | that step | its last error | attempts made | `step 1 (name) failed: ` | `action_failed` |
 /// | an action's last attempt ran out of time | [`TimedOut`](StopReason::TimedOut) | that step | `E::from(TimedOut)` | attempts made | `step 1 (name) failed: ` | `action_failed` |
 /// | an action panicked, or a callback deciding about it (runtime adapters catch panics) | [`Panicked`](StopReason::Panicked) | that step | `E::from(Panicked)` | attempts made | `step 1 (name) failed: ` | `action_failed` |
-/// | a panic outside any step (an observer or a sleeper) | [`Panicked`](StopReason::Panicked) | the lowest step in flight, else the next one | `E::from(Panicked)` | 0 | `step 1 (name) failed: ` | nothing more |
+/// | a panic outside any step (an observer told of something other than a failure, the sleeper timing the deadline) | [`Panicked`](StopReason::Panicked) | the lowest step in flight, else the first that never started | `E::from(Panicked)` | that step's attempts so far, or 0 | `step 1 (name) failed: `, or with 0 attempts `stopped before step 2 (name): ` | nothing more from the observer that panicked |
 /// | an abort cut the action in flight short ([`InFlight::CutShort`](crate::InFlight::CutShort)), or ended its wait for a retry | [`Aborted`](StopReason::Aborted) | that step | `E::from(Aborted)` | attempts made | `step 1 (name) cut short: ` | `aborted`, then `action_failed` |
 /// | an abort with no action in flight, or whose action in flight then succeeded | [`Aborted`](StopReason::Aborted) | the first step that never started | `E::from(Aborted)` | 0 | `stopped before step 2 (name): ` | `aborted` |
 /// | the saga's deadline, with an action in flight (always cut short) or waiting for a retry | [`Deadline`](StopReason::Deadline) | that step | `E::from(TimedOut)` | attempts made | `step 1 (name) cut short: ` | `deadline_passed`, then `action_failed` |
@@ -49,7 +49,9 @@ use core::ops::Range;
 /// One line, in this order, parts separated by `"; "`; a step is written
 /// `step 3`, or `step 3 (name)` when it has a name:
 ///
-/// 1. where and why it stopped, as in the table above, then the error;
+/// 1. where it stopped, as in the table above: `stopped before step 2: `
+///    when that step never started (no attempt), `step 1 cut short: ` for an
+///    abort or the deadline, `step 1 failed: ` otherwise; then the error;
 ///    then ` (after 3 attempts)` when there was more than one attempt; then
 ///    `, saga aborted` or `, saga deadline passed` when an abort or the
 ///    deadline landed but the saga stopped for another reason;
@@ -354,10 +356,10 @@ impl<E: fmt::Display> fmt::Display for SagaError<E> {
         let failure = &report.failure;
         let label = failure.label();
         let interrupted = matches!(failure.reason, StopReason::Aborted | StopReason::Deadline);
-        match (interrupted, failure.attempts) {
-            (true, 0) => write!(f, "stopped before {label}: ")?,
-            (true, _) => write!(f, "{label} cut short: ")?,
-            (false, _) => write!(f, "{label} failed: ")?,
+        match (failure.attempts, interrupted) {
+            (0, _) => write!(f, "stopped before {label}: ")?,
+            (_, true) => write!(f, "{label} cut short: ")?,
+            (_, false) => write!(f, "{label} failed: ")?,
         }
         write!(f, "{}{}", failure.error, AfterAttempts(failure.attempts))?;
         if !interrupted && report.aborted {

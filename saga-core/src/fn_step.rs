@@ -106,9 +106,13 @@ where
                     this.state.set(FnState::Settled);
                     return Poll::Ready(result.map(drop));
                 }
-                _ => this.state.set(FnState::Acting {
-                    future: (this.action)(),
-                }),
+                _ => {
+                    // Should the closure panic, the action counts as having
+                    // (possibly) happened: there is something to compensate.
+                    this.state.set(FnState::Settled);
+                    let future = (this.action)();
+                    this.state.set(FnState::Acting { future });
+                }
             }
         }
     }

@@ -231,9 +231,13 @@ where
                         }
                     });
                 }
-                _ => this.state.set(TypedState::Acting {
-                    future: (this.action)(),
-                }),
+                _ => {
+                    // Should the closure panic, the action counts as having
+                    // (possibly) happened, with no value.
+                    this.state.set(TypedState::Settled { output: None });
+                    let future = (this.action)();
+                    this.state.set(TypedState::Acting { future });
+                }
             }
         }
     }

@@ -73,6 +73,10 @@ impl<E: From<Panicked>, S: ?Sized + Step<E>> Future for CatchPanics<'_, E, S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // `Run` is `Unpin`, and so is this future.
         let run = &mut self.get_mut().run;
+        if run.completed() {
+            // Polled after completion: the run's own panic says so, uncaught.
+            return Pin::new(run).poll(cx);
+        }
         loop {
             match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *run).poll(cx))) {
                 Ok(poll) => return poll,

@@ -6,7 +6,7 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 use super::observe::Transition;
-use super::scratch::{Lane, Stage};
+use super::scratch::{Lane, Outcome, Stage};
 use super::{Calling, Ending, Interrupted, Kind, Run};
 use crate::retry::RetrySpec;
 use crate::sleep::Slot;
@@ -136,11 +136,28 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         (!self.span.is_disabled()).then(|| self.scratch.lanes[lane].span.clone().entered())
     }
 
-    /// The attempt in `lane` succeeded: the step ends.
+    /// The attempt in `lane` succeeded: the step ends. Its success is
+    /// recorded before the observer hears of it, so that it still counts
+    /// should the observer panic.
     #[inline(always)]
     pub(super) fn attempt_succeeded(&mut self, lane: usize, step: usize, kind: Kind, attempt: u32) {
         self.stop_lane_timer(lane);
         self.scratch.release(lane);
+        match kind {
+            Kind::Action => {
+                let member = if self.wave.sequence {
+                    0
+                } else {
+                    step - self.wave.start
+                };
+                self.scratch.outcomes[member] = Outcome::Applied;
+            }
+            Kind::Compensation => {
+                if let Some(failure) = &mut self.failure {
+                    failure.record_compensated();
+                }
+            }
+        }
         self.transition(step, Transition::Succeeded(kind, attempt));
     }
 

@@ -103,7 +103,9 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
             unreachable!("the backward phase always has a failure to report")
         };
         match end {
-            AttemptEnd::Succeeded | AttemptEnd::Cancelled => failure.record_compensated(),
+            // A success was counted as it happened (`attempt_succeeded`).
+            AttemptEnd::Succeeded => {}
+            AttemptEnd::Cancelled => failure.record_compensated(),
             AttemptEnd::Failed(error, ..) => {
                 failure.record_compensation_error(error);
                 if self.plan.compensation_mode == CompensationMode::StopOnError {

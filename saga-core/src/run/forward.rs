@@ -246,8 +246,8 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
 
     /// A panic outside any step fails the forward phase.
     fn fail_stray(&mut self, error: E) {
-        let (step, _) = self.current_step();
-        let failure = self.step_failure(step, error, 0, false, StopReason::Panicked);
+        let (step, attempts) = self.current_step();
+        let failure = self.step_failure(step, error, attempts, false, StopReason::Panicked);
         self.record_failure(failure, Recovery::Compensate);
         self.halt_forward(false);
     }

@@ -309,6 +309,11 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
     /// assert!(error.is_fully_compensated());
     /// ```
     pub fn fail_in_flight(&mut self, error: E) {
+        // The panic may have cut short a poll of several lanes: those woken
+        // and not polled yet are polled next time.
+        if let Some(wakers) = &self.scratch.wakers {
+            wakers.remark_woken();
+        }
         let calling = core::mem::replace(&mut self.calling, Calling::Nothing);
         match calling {
             Calling::Step(lane) => self.fail_lane(lane, error, Ending::CutShort, false, false),
@@ -422,6 +427,12 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
             reason,
             compensation: false,
         }
+    }
+
+    /// Whether the run has returned its result.
+    #[cfg(feature = "std")]
+    pub(crate) fn completed(&self) -> bool {
+        self.phase == Phase::Reported
     }
 
     /// The error an interrupt fails steps with.

@@ -77,7 +77,6 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
                             continue;
                         }
                         self.attempt_succeeded(0, step, Kind::Action, attempt);
-                        self.scratch.outcomes.single = Outcome::Applied;
                     }
                     Poll::Ready(Err((error, ending))) => {
                         if let Some(end) = self.attempt_failed(0, step, attempt, error, ending) {

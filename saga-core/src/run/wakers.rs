@@ -118,6 +118,16 @@ impl LaneWakers {
         self.lanes[lane].inner.woken.swap(false, Ordering::AcqRel)
     }
 
+    /// Marks again every lane whose waker was woken: after a panic, which
+    /// may have cut a poll short between taking a word and polling its lanes.
+    pub(super) fn remark_woken(&self) {
+        for (lane, slot) in self.lanes.iter().enumerate() {
+            if slot.inner.woken.load(Ordering::Acquire) {
+                self.shared.mark(lane);
+            }
+        }
+    }
+
     pub(super) fn waker(&self, lane: usize) -> &Waker {
         &self.lanes[lane].waker
     }
