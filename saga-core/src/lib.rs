@@ -63,6 +63,19 @@
 //!    concurrently; when one fails, the others finish (or are cut short, by
 //!    [`ParallelGroup::on_failure`]), then every member that ran is
 //!    compensated, then the steps before the group.
+//! 9. Dropping a [`Run`] mid-saga stops it without compensating (see
+//!    [Cancel safety](#cancel-safety)); an [`AbortHandle`] stops it and has
+//!    it compensate.
+//! 10. A saga of zero steps succeeds; a run polled after it completed
+//!     panics; a saga can run again once a run completed.
+//! 11. Retry backoff and timeouts need a timer ([`SagaBuilder::sleeper`]);
+//!     asking for them without one does not compile.
+//! 12. An observer, the `tracing` feature, or a timeout that never fires
+//!     never changes what a run does; a panicking callback ends the run with
+//!     what was applied compensated (under a runtime adapter, or
+//!     `rt::CatchPanics`).
+//!
+//! [`SagaError`] says where and why a run stopped, in one table.
 //!
 //! # Observability
 //!
