@@ -55,7 +55,8 @@ use core::ops::Range;
 ///    then ` (after 3 attempts)` when there was more than one attempt; then
 ///    `, saga aborted` or `, saga deadline passed` when an abort or the
 ///    deadline landed but the saga stopped for another reason;
-/// 2. each other member of the group that failed: `step 4 (name) failed too: error`;
+/// 2. each other member of the group that failed: `step 4 (name) failed too: error`,
+///    with ` (after 3 attempts)` when it was retried;
 /// 3. how it ended:
 ///    - `propagated without compensation, 2 steps left applied` when the
 ///      classifier propagated the error;
@@ -260,8 +261,11 @@ impl<E> SagaError<E> {
     }
 
     /// `true` when the run was aborted through its
-    /// [`AbortHandle`](crate::AbortHandle), whether or not the abort is what
-    /// stopped it (an action in flight may have failed on its own).
+    /// [`AbortHandle`](crate::AbortHandle) while going forward, whether or
+    /// not the abort is what stopped it (an action in flight may have failed
+    /// on its own). An abort that lands once the saga is compensating
+    /// changes nothing (compensations are never interrupted) and is not
+    /// reported.
     pub fn aborted(&self) -> bool {
         self.report.aborted
     }
@@ -453,7 +457,8 @@ impl<E> StepFailure<E> {
         self.attempts
     }
 
-    /// `true` when the last attempt ran out of time.
+    /// `true` when the step's own timeout cut its last attempt short (the
+    /// saga's deadline is reported by [`SagaError::timed_out`]).
     pub fn timed_out(&self) -> bool {
         self.timed_out
     }

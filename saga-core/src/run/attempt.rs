@@ -363,7 +363,11 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
         let (error, timed_out, ending, reason) = match (stage, last_error) {
             (Stage::Free, _) => return AttemptEnd::Cancelled,
             (Stage::BackingOff, Some((last, timed_out))) => match error {
-                Some(error) => (error, false, Ending::Failed, interrupt),
+                Some(error) => {
+                    // The retry the observer was told of will not happen.
+                    self.transition(step, Transition::Failed(kind, attempt, &error));
+                    (error, false, Ending::Failed, interrupt)
+                }
                 None if timed_out => (last, true, Ending::Failed, StopReason::TimedOut),
                 None => (last, false, Ending::Failed, StopReason::Failed),
             },
