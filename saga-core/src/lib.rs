@@ -131,9 +131,7 @@ pub use fn_step::FnStep;
 pub use group::ParallelGroup;
 pub use interrupt::{Aborted, Panicked, TimedOut};
 pub use observer::{Observer, StepRef};
-pub use policy::{
-    CompensationMode, Either, InFlight, Permits, Recovery, StepPolicy, Timed, Untimed,
-};
+pub use policy::{AllowedIn, CompensationMode, InFlight, Recovery, StepPolicy, Timed, Untimed};
 pub use retry::Retry;
 pub use run::Run;
 pub use saga::{LocalSaga, Saga};
