@@ -64,6 +64,7 @@ use crate::{
 /// assert!(error.is_fully_compensated());
 /// assert_eq!(*counter.lock().unwrap(), [10, 20]);
 /// ```
+#[doc = include_str!("doc/builder.md")]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SagaBuilder<E, S: ?Sized = dyn Step<E> + Send + 'static, T = Untimed> {
     steps: Vec<Pin<Box<S>>>,

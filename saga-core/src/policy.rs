@@ -153,7 +153,8 @@ mod sealed {
 /// [`add_step_with`](crate::SagaBuilder::add_step_with).
 ///
 /// Like [`Retry`], it records whether it needs a timer: a timeout or a backoff
-/// makes it `StepPolicy<Timed>`, which only a saga with a sleeper accepts.
+/// makes it `StepPolicy<Timed>`, which only a saga with a sleeper accepts
+/// (see [timing](crate::SagaBuilder#timing-what-needs-a-sleeper)).
 ///
 /// # Examples
 ///
