@@ -218,13 +218,16 @@ impl<T> StepPolicy<T> {
         }
     }
 
-    /// How the step's action is retried.
+    /// How the step's action is retried. The policy becomes `Timed` if
+    /// `retry` waits, and stays as it was if it retries at once (`R::Output`
+    /// is the policy's timing then: `Timed` if either is).
     pub fn retry<R: Or<T>>(mut self, retry: Retry<R>) -> StepPolicy<R::Output> {
         self.data.action_retry = Some(retry.into_spec());
         self.retime()
     }
 
-    /// How the step's compensation is retried.
+    /// How the step's compensation is retried; timing as for
+    /// [`retry`](StepPolicy::retry).
     pub fn compensation_retry<R: Or<T>>(mut self, retry: Retry<R>) -> StepPolicy<R::Output> {
         self.data.compensation_retry = Some(retry.into_spec());
         self.retime()
