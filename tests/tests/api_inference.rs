@@ -510,7 +510,7 @@ fn generic_helper_on_a_builder_without_sleeper() {
 #[test]
 fn generic_helper_on_a_builder_with_sleeper() {
     let calls = Arc::new(AtomicU32::new(0));
-    let builder = SagaBuilder::new().sleeper(|duration| smol::Timer::after(duration));
+    let builder = SagaBuilder::new().sleeper(smol::Timer::after);
     let mut saga = with_backoff(with_retries(builder))
         .add_step(flaky(&calls, 2), || async { Ok(()) })
         .build();
@@ -533,7 +533,7 @@ fn generic_helper_adding_a_step_with_a_policy() {
     let (plain, timed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
     let mut saga = with_flaky_step(SagaBuilder::new(), &plain).build();
     assert!(smol::block_on(saga.run()).is_ok());
-    let builder = SagaBuilder::new().sleeper(|duration| smol::Timer::after(duration));
+    let builder = SagaBuilder::new().sleeper(smol::Timer::after);
     let mut saga = with_flaky_step(builder, &timed).build();
     assert!(smol::block_on(saga.run()).is_ok());
     assert_eq!(
@@ -549,7 +549,7 @@ fn generic_helper_passing_on_a_policy_of_any_timing() {
         .add_step(flaky(&immediate, 1), || async { Ok(()) })
         .build();
     assert!(smol::block_on(saga.run()).is_ok());
-    let builder = SagaBuilder::new().sleeper(|duration| smol::Timer::after(duration));
+    let builder = SagaBuilder::new().sleeper(smol::Timer::after);
     let mut saga = with_policy(
         builder,
         Retry::attempts(2).constant(Duration::from_millis(1)),
@@ -577,7 +577,7 @@ fn generic_helper_over_a_step_policy() {
     // A timeout makes the policy `Timed`; the immediate retry keeps it so.
     let policy: StepPolicy<Timed> = retried(StepPolicy::new().timeout(Duration::from_secs(5)));
     let mut saga = SagaBuilder::new()
-        .sleeper(|duration| smol::Timer::after(duration))
+        .sleeper(smol::Timer::after)
         .add_step_with(flaky(&timed, 2), || async { Ok(()) }, policy)
         .build();
     assert!(smol::block_on(saga.run()).is_ok());
@@ -593,7 +593,7 @@ fn generic_helper_over_a_step_policy() {
 #[test]
 fn backoff_and_timeouts_compile_with_a_sleeper() {
     let mut saga = SagaBuilder::new()
-        .sleeper(|duration| smol::Timer::after(duration))
+        .sleeper(smol::Timer::after)
         .action_retry(Retry::attempts(3).constant(Duration::from_millis(1)))
         .action_timeout(Duration::from_secs(1))
         .add_step(
@@ -685,10 +685,9 @@ async fn tokio_spawn_with_boxed_error() {
 #[tokio::test]
 async fn tokio_spawn_aborted_with_boxed_error() {
     let saga = SagaBuilder::new()
-        .add_step(
-            || std::future::pending::<Result<(), BoxError>>(),
-            || async { Ok(()) },
-        )
+        .add_step(std::future::pending::<Result<(), BoxError>>, || async {
+            Ok(())
+        })
         .on_abort(InFlight::CutShort)
         .build();
     let handle = saga_tokio::spawn(saga);
@@ -702,7 +701,7 @@ async fn tokio_spawn_aborted_with_boxed_error() {
 async fn tokio_builder_and_spawn_with_string() {
     let saga = saga_tokio::builder()
         .add_step_with(
-            || std::future::pending::<Result<(), String>>(),
+            std::future::pending::<Result<(), String>>,
             || async { Ok(()) },
             StepPolicy::new().timeout(Duration::from_millis(1)),
         )
