@@ -74,7 +74,8 @@
 //!
 //! The core has no timer. Give a saga a [`Sleeper`] with
 //! [`SagaBuilder::sleeper`] to unlock retry backoff and timeouts (without
-//! one they do not compile). An [`AbortHandle`] attached with
+//! one they do not compile; immediate retries need none, see
+//! [timing](SagaBuilder#timing-what-needs-a-sleeper)). An [`AbortHandle`] attached with
 //! [`Run::abortable`] stops a run from anywhere and has it compensate.
 //!
 //! # Cancel safety
