@@ -147,7 +147,10 @@ where
 /// handle.
 ///
 /// The run is [abortable](SagaHandle::abort) and catches panics (a panicking
-/// step is a failed step, see [`CatchPanics`]), hence the bounds on `E`. The
+/// step is a failed step, see [`CatchPanics`]), hence the bounds on `E`:
+/// `String`, `Box<dyn Error + Send + Sync>` and `anyhow::Error` meet them as
+/// they are, and an error enum with a variant for each (see [error
+/// types](#error-types)). The
 /// handle resolves to the saga and its result ([`Finished`]), or to [`Lost`]
 /// if the task is dropped first. Dropping the handle does not stop the saga.
 ///
@@ -160,12 +163,7 @@ where
 ///
 /// ```
 /// use std::sync::mpsc;
-/// use saga_async_std::saga_core::{Aborted, Panicked, SagaBuilder};
-///
-/// #[derive(Debug)]
-/// enum Error { Declined, Aborted, Panicked }
-/// impl From<Aborted> for Error { fn from(_: Aborted) -> Self { Error::Aborted } }
-/// impl From<Panicked> for Error { fn from(_: Panicked) -> Self { Error::Panicked } }
+/// use saga_async_std::saga_core::SagaBuilder;
 ///
 /// let (undone, done) = mpsc::channel();
 /// let saga = SagaBuilder::new()
@@ -173,12 +171,13 @@ where
 ///         let undone = undone.clone();
 ///         async move { undone.send("refunded").unwrap(); Ok(()) }
 ///     })
-///     .add_step(|| async { Err::<(), _>(Error::Declined) }, || async { Ok(()) })
+///     .add_step(|| async { Err::<(), _>(String::from("card declined")) }, || async { Ok(()) })
 ///     .build();
 ///
 /// drop(saga_async_std::spawn(saga));
 /// assert_eq!(done.recv(), Ok("refunded")); // blocks this thread until then
 /// ```
+#[doc = include_str!("doc/spawn.md")]
 pub fn spawn<E>(saga: Saga<E>) -> SagaHandle<E>
 where
     E: From<Aborted> + From<Panicked> + Send + 'static,

@@ -14,7 +14,7 @@ use crate::saga::SagaClock;
 use crate::sleep::{SleeperTimers, Timers};
 use crate::typed_step::{ByRef, ByValue};
 use crate::{
-    CompensationMode, FnStep, InFlight, Observer, ParallelGroup, Permits, Recovery, Retry, Saga,
+    AllowedIn, CompensationMode, FnStep, InFlight, Observer, ParallelGroup, Recovery, Retry, Saga,
     Sleeper, Step, StepPolicy, Timed, TimedOut, TypedStep, Untimed,
 };
 
@@ -64,6 +64,7 @@ use crate::{
 /// assert!(error.is_fully_compensated());
 /// assert_eq!(*counter.lock().unwrap(), [10, 20]);
 /// ```
+#[doc = include_str!("doc/builder.md")]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SagaBuilder<E, S: ?Sized = dyn Step<E> + Send + 'static, T = Untimed> {
     steps: Vec<Pin<Box<S>>>,
@@ -198,20 +199,33 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S, Timed> {
+// The timeouts take any builder and bound its timing (rather than living in
+// an impl for `Timed` builders), so that asking one of a builder without a
+// sleeper reports that, not a missing method.
+impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
     /// The saga's default timeout for each action attempt; a step's own
     /// [`StepPolicy`] overrides it. A timed-out attempt is cut short, counts
     /// as failed and possibly applied, and fails with `E::from(TimedOut)`,
     /// which the classifier sees like any error (so it can be retried).
-    pub fn action_timeout(mut self, timeout: Duration) -> Self {
+    ///
+    /// Needs a [`sleeper`](SagaBuilder::sleeper) (`Timed: AllowedIn<T>` says
+    /// so; see [timing](SagaBuilder#timing-what-needs-a-sleeper)).
+    pub fn action_timeout(mut self, timeout: Duration) -> Self
+    where
+        Timed: AllowedIn<T>,
+    {
         self.plan.defaults.action_timeout = Some(timeout);
         self
     }
 
     /// The saga's default timeout for each compensation attempt; a step's own
     /// [`StepPolicy`] overrides it. A timed-out attempt counts as failed and
-    /// is retried per the compensation retry policy.
-    pub fn compensation_timeout(mut self, timeout: Duration) -> Self {
+    /// is retried per the compensation retry policy. Needs a
+    /// [`sleeper`](SagaBuilder::sleeper).
+    pub fn compensation_timeout(mut self, timeout: Duration) -> Self
+    where
+        Timed: AllowedIn<T>,
+    {
         self.plan.defaults.compensation_timeout = Some(timeout);
         self
     }
@@ -221,14 +235,18 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S, Timed> {
     /// and possibly applied), no further action starts, and the saga
     /// compensates with the error `E::from(TimedOut)`. Compensations are not
     /// subject to it (they are bounded by their own timeouts and retries), so
-    /// a deadline never leaves work half undone.
-    pub fn saga_timeout(mut self, timeout: Duration) -> Self {
+    /// a deadline never leaves work half undone. Needs a
+    /// [`sleeper`](SagaBuilder::sleeper).
+    pub fn saga_timeout(mut self, timeout: Duration) -> Self
+    where
+        Timed: AllowedIn<T>,
+    {
         self.plan.saga_timeout = Some(timeout);
         self
     }
 }
 
-impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
+impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
     /// Adds a step of any type implementing [`Step`]: your own, or a
     /// configured [`FnStep`] or [`TypedStep`].
     pub fn step<X>(mut self, step: X) -> Self
@@ -247,7 +265,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     pub fn step_with<X, P>(mut self, step: X, policy: StepPolicy<P>) -> Self
     where
         S: StepSlot<X>,
-        T: Permits<P>,
+        P: AllowedIn<T>,
     {
         self.plan
             .overrides
@@ -293,7 +311,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
         C: FnMut() -> CF,
         CF: Future<Output = Result<(), E>>,
         S: StepSlot<FnStep<A, C, AF, CF>>,
-        T: Permits<P>,
+        P: AllowedIn<T>,
     {
         self.step_with(FnStep::new(action, compensation), policy)
     }
@@ -303,7 +321,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     /// up to the [classifier](SagaBuilder::classify): by default, all.
     pub fn action_retry<P>(mut self, retry: Retry<P>) -> Self
     where
-        T: Permits<P>,
+        P: AllowedIn<T>,
     {
         self.plan.defaults.action_retry = Some(retry.into_spec());
         self
@@ -340,7 +358,7 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
     /// ```
     pub fn compensation_retry<P>(mut self, retry: Retry<P>) -> Self
     where
-        T: Permits<P>,
+        P: AllowedIn<T>,
     {
         self.plan.defaults.compensation_retry = Some(retry.into_spec());
         self
@@ -567,7 +585,10 @@ impl<E, S: ?Sized + Step<E>, T> SagaBuilder<E, S, T> {
 
     /// Builds the saga: sizes the lanes (one per step that can be in flight
     /// at a time), their wakers and timers, once for every run.
-    pub fn build(self) -> Saga<E, S> {
+    pub fn build(self) -> Saga<E, S>
+    where
+        S: Step<E>,
+    {
         let lanes = self.plan.lanes(self.steps.len());
         let scratch = Scratch::new(lanes, self.plan.widest_group());
         let clock = self.clock.map(|clock| SagaClock {

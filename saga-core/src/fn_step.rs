@@ -66,7 +66,29 @@ pin_project! {
 
 impl<A, C, AF, CF> FnStep<A, C, AF, CF> {
     /// A step from an action closure and a compensation closure.
-    pub fn new(action: A, compensation: C) -> Self {
+    ///
+    /// The bounds tie the two together: the compensation's error type is the
+    /// action's, so `|| async { Ok(()) }` needs no annotation once the action
+    /// names its error, and the step's type is known without a builder (it
+    /// can be made with `let`, named, and added later).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use saga_core::{FnStep, SagaBuilder};
+    ///
+    /// let step = FnStep::new(|| async { Ok::<(), String>(()) }, || async { Ok(()) });
+    /// let step = step.named("reserve");
+    /// let mut saga = SagaBuilder::new().step(step).build();
+    /// assert!(smol::block_on(saga.run()).is_ok());
+    /// ```
+    pub fn new<T, E>(action: A, compensation: C) -> Self
+    where
+        A: FnMut() -> AF,
+        AF: Future<Output = Result<T, E>>,
+        C: FnMut() -> CF,
+        CF: Future<Output = Result<(), E>>,
+    {
         FnStep {
             action,
             compensation,

@@ -1,15 +1,35 @@
-//! [`TimedOut`] and [`Aborted`]: why a step was cut short, as errors that a
-//! saga's error type can be made from.
+//! [`TimedOut`], [`Aborted`] and [`Panicked`]: why a step was cut short, as
+//! errors that a saga's error type can be made from.
+//!
+//! Each is a `core::error::Error + Send + Sync + 'static`, so the error types
+//! that take any such error take them as they are:
+//! `Box<dyn core::error::Error + Send + Sync>` and `anyhow::Error` (through
+//! their blanket `From` impls), and an enum with a `thiserror` `#[from]`
+//! variant for each. `String` takes all three here (their `Display`), and
+//! `&'static str` takes the two that have no message of their own.
 
 use alloc::borrow::ToOwned;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use core::any::Any;
 use core::fmt;
 
 /// An action, a compensation or the whole saga ran out of time.
 ///
 /// A saga with a [`Sleeper`](crate::Sleeper) needs `E: From<TimedOut>`, so
-/// that a timed-out step reports an `E` like any other failure.
+/// that a timed-out step reports an `E` like any other failure. `String`,
+/// `&'static str`, `Box<dyn Error + Send + Sync>` and `anyhow::Error` have it
+/// already.
+///
+/// # Examples
+///
+/// ```
+/// use saga_core::TimedOut;
+///
+/// assert_eq!(String::from(TimedOut), "timed out");
+/// assert_eq!(<&str>::from(TimedOut), "timed out");
+/// let boxed: Box<dyn std::error::Error + Send + Sync> = TimedOut.into();
+/// assert_eq!(boxed.to_string(), "timed out");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TimedOut;
 
@@ -21,10 +41,32 @@ impl fmt::Display for TimedOut {
 
 impl core::error::Error for TimedOut {}
 
+impl From<TimedOut> for String {
+    fn from(timed_out: TimedOut) -> Self {
+        timed_out.to_string()
+    }
+}
+
+impl From<TimedOut> for &'static str {
+    fn from(_: TimedOut) -> Self {
+        "timed out"
+    }
+}
+
 /// The saga was stopped through its [`AbortHandle`](crate::AbortHandle).
 ///
 /// An abortable run needs `E: From<Aborted>`, so that the report carries an
-/// `E` like any other failure.
+/// `E` like any other failure. `String`, `&'static str`,
+/// `Box<dyn Error + Send + Sync>` and `anyhow::Error` have it already.
+///
+/// # Examples
+///
+/// ```
+/// use saga_core::Aborted;
+///
+/// assert_eq!(String::from(Aborted), "aborted");
+/// assert_eq!(<&str>::from(Aborted), "aborted");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Aborted;
 
@@ -36,10 +78,34 @@ impl fmt::Display for Aborted {
 
 impl core::error::Error for Aborted {}
 
+impl From<Aborted> for String {
+    fn from(aborted: Aborted) -> Self {
+        aborted.to_string()
+    }
+}
+
+impl From<Aborted> for &'static str {
+    fn from(_: Aborted) -> Self {
+        "aborted"
+    }
+}
+
 /// A step panicked. The core cannot catch panics (it has no `std`); runtime
 /// adapters do, and report them through
 /// [`Run::fail_in_flight`](crate::Run::fail_in_flight) as `E::from(Panicked)`,
-/// so a saga that catches panics needs `E: From<Panicked>`.
+/// so a saga that catches panics needs `E: From<Panicked>`. `String`,
+/// `Box<dyn Error + Send + Sync>` and `anyhow::Error` have it already (with
+/// the message); `&'static str` has not, as it could not keep the message.
+///
+/// # Examples
+///
+/// ```
+/// use saga_core::Panicked;
+///
+/// let panic = Panicked::new("index out of bounds");
+/// assert_eq!(panic.message(), "index out of bounds");
+/// assert_eq!(String::from(panic), "panicked: index out of bounds");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Panicked {
     message: String,
@@ -78,3 +144,9 @@ impl fmt::Display for Panicked {
 }
 
 impl core::error::Error for Panicked {}
+
+impl From<Panicked> for String {
+    fn from(panicked: Panicked) -> Self {
+        panicked.to_string()
+    }
+}

@@ -87,7 +87,8 @@
 //!
 //! The core has no timer. Give a saga a [`Sleeper`] with
 //! [`SagaBuilder::sleeper`] to unlock retry backoff and timeouts (without
-//! one they do not compile). An [`AbortHandle`] attached with
+//! one they do not compile; immediate retries need none, see
+//! [timing](SagaBuilder#timing-what-needs-a-sleeper)). An [`AbortHandle`] attached with
 //! [`Run::abortable`] stops a run from anywhere and has it compensate.
 //!
 //! # Cancel safety
@@ -144,9 +145,7 @@ pub use fn_step::FnStep;
 pub use group::ParallelGroup;
 pub use interrupt::{Aborted, Panicked, TimedOut};
 pub use observer::{Observer, StepRef};
-pub use policy::{
-    CompensationMode, Either, InFlight, Permits, Recovery, StepPolicy, Timed, Untimed,
-};
+pub use policy::{AllowedIn, CompensationMode, InFlight, Recovery, StepPolicy, Timed, Untimed};
 pub use retry::Retry;
 pub use run::Run;
 pub use saga::{LocalSaga, Saga};

@@ -67,44 +67,78 @@ pub enum InFlight {
     CutShort,
 }
 
-/// Marks a policy that needs no timer: immediate retries, no timeouts.
+/// The timing of a policy that never waits (immediate retries, no timeout),
+/// and of a builder without a sleeper. The default of [`Retry`],
+/// [`StepPolicy`] and [`SagaBuilder`](crate::SagaBuilder); every builder
+/// accepts an `Untimed` policy. See [the timing of a
+/// saga](crate::SagaBuilder#timing-what-needs-a-sleeper).
 #[derive(Debug, Clone, Copy)]
 pub enum Untimed {}
 
-/// Marks a policy that needs a timer (backoff, timeouts), and a builder that
-/// has one ([`SagaBuilder::sleeper`](crate::SagaBuilder::sleeper)).
+/// The timing of a policy that waits (a backoff or a timeout), and of a
+/// builder that has a sleeper ([`SagaBuilder::sleeper`](crate::SagaBuilder::sleeper),
+/// or a runtime adapter's `builder()`). Only a `Timed` builder accepts a
+/// `Timed` policy. See [the timing of a
+/// saga](crate::SagaBuilder#timing-what-needs-a-sleeper).
 #[derive(Debug, Clone, Copy)]
 pub enum Timed {}
 
-/// `Self: Permits<P>`: a builder whose timing is `Self` accepts a policy whose
-/// timing is `P`. A builder without a sleeper only accepts untimed policies.
-/// Sealed.
+/// `P: AllowedIn<T>`: a policy whose timing is `P` ([`Untimed`] or
+/// [`Timed`]) can be given to a builder whose timing is `T`. An untimed
+/// policy is allowed in every builder, generic ones included; a timed one
+/// only in a builder with a sleeper. Sealed.
+///
+/// Only a function that passes on a policy of any timing needs to name it;
+/// see [the timing of a saga](crate::SagaBuilder#timing-what-needs-a-sleeper).
+///
+/// # Examples
+///
+/// ```
+/// use saga_core::{AllowedIn, Retry, SagaBuilder};
+///
+/// /// Sets the default action retry policy of any builder that can take it.
+/// fn retried<E, S: ?Sized, T, P: AllowedIn<T>>(
+///     builder: SagaBuilder<E, S, T>,
+///     retry: Retry<P>,
+/// ) -> SagaBuilder<E, S, T> {
+///     builder.action_retry(retry)
+/// }
+///
+/// let builder = retried(SagaBuilder::new(), Retry::attempts(3));
+/// let mut saga = builder.add_step(|| async { Ok::<_, String>(()) }, || async { Ok(()) }).build();
+/// assert!(smol::block_on(saga.run()).is_ok());
+/// ```
 #[diagnostic::on_unimplemented(
-    message = "this policy waits (backoff or timeout) but the saga has no sleeper",
-    label = "needs a timer",
-    note = "give the builder a sleeper first: `SagaBuilder::new().sleeper(|d| runtime_sleep(d))`, or use a runtime adapter's builder"
+    message = "this waits (a retry backoff or a timeout), but the builder has no sleeper: its timing is `{T}`, not `Timed`",
+    label = "waits, so it needs a sleeper",
+    note = "give the builder a timer before this call: `.sleeper(|duration| runtime_sleep(duration))`, or start from a runtime adapter's `builder()`",
+    note = "`Retry::attempts(n)` without `.constant(..)` or `.exponential(..)` retries at once and needs no sleeper",
+    note = "in a function generic over the builder's timing, take a `SagaBuilder<E, S, Timed>` to add a backoff or a timeout"
 )]
-pub trait Permits<P>: sealed::Sealed {}
+pub trait AllowedIn<T>: sealed::Sealed {}
 
-impl Permits<Untimed> for Untimed {}
-impl Permits<Untimed> for Timed {}
-impl Permits<Timed> for Timed {}
+impl<T> AllowedIn<T> for Untimed {}
+impl AllowedIn<Timed> for Timed {}
 
-/// The timing of a policy made of two parts: `Timed` if either part is.
-/// Sealed.
-pub trait Either<P>: sealed::Sealed {
-    /// `Timed` if `Self` or `P` is.
-    type Output;
-}
+pub(crate) use or::Or;
 
-impl Either<Untimed> for Untimed {
-    type Output = Untimed;
-}
-impl Either<Timed> for Untimed {
-    type Output = Timed;
-}
-impl<P> Either<P> for Timed {
-    type Output = Timed;
+mod or {
+    /// `R: Or<T>`: the timing of a policy of timing `T` once a part of timing
+    /// `R` is added, `Timed` if either is. Not nameable outside the crate: an
+    /// untimed part keeps any timing `T`, so a generic `StepPolicy<T>` takes
+    /// immediate retries with no bound.
+    pub trait Or<T>: super::sealed::Sealed {
+        /// `Timed` if `Self` or `T` is.
+        type Output;
+    }
+
+    impl<T> Or<T> for super::Untimed {
+        type Output = T;
+    }
+
+    impl<T> Or<T> for super::Timed {
+        type Output = super::Timed;
+    }
 }
 
 mod sealed {
@@ -119,7 +153,8 @@ mod sealed {
 /// [`add_step_with`](crate::SagaBuilder::add_step_with).
 ///
 /// Like [`Retry`], it records whether it needs a timer: a timeout or a backoff
-/// makes it `StepPolicy<Timed>`, which only a saga with a sleeper accepts.
+/// makes it `StepPolicy<Timed>`, which only a saga with a sleeper accepts
+/// (see [timing](crate::SagaBuilder#timing-what-needs-a-sleeper)).
 ///
 /// # Examples
 ///
@@ -183,20 +218,17 @@ impl<T> StepPolicy<T> {
         }
     }
 
-    /// How the step's action is retried.
-    pub fn retry<R>(mut self, retry: Retry<R>) -> StepPolicy<<T as Either<R>>::Output>
-    where
-        T: Either<R>,
-    {
+    /// How the step's action is retried. The policy becomes `Timed` if
+    /// `retry` waits, and stays as it was if it retries at once (`R::Output`
+    /// is the policy's timing then: `Timed` if either is).
+    pub fn retry<R: Or<T>>(mut self, retry: Retry<R>) -> StepPolicy<R::Output> {
         self.data.action_retry = Some(retry.into_spec());
         self.retime()
     }
 
-    /// How the step's compensation is retried.
-    pub fn compensation_retry<R>(mut self, retry: Retry<R>) -> StepPolicy<<T as Either<R>>::Output>
-    where
-        T: Either<R>,
-    {
+    /// How the step's compensation is retried; timing as for
+    /// [`retry`](StepPolicy::retry).
+    pub fn compensation_retry<R: Or<T>>(mut self, retry: Retry<R>) -> StepPolicy<R::Output> {
         self.data.compensation_retry = Some(retry.into_spec());
         self.retime()
     }

@@ -13,9 +13,10 @@ use crate::{Timed, Untimed};
 /// with a constant or exponential backoff, optionally jittered.
 ///
 /// The type parameter records whether the policy needs a timer:
-/// `Retry<Untimed>` retries at once and works in any saga;
-/// `Retry<Timed>` waits between attempts and is only accepted by a saga that
-/// has a [`Sleeper`](crate::Sleeper) (a compile error otherwise).
+/// `Retry<Untimed>` retries at once and works in any saga (generic code
+/// included); `Retry<Timed>` waits between attempts and is only accepted by
+/// a builder that has a [`Sleeper`](crate::Sleeper) (a compile error
+/// otherwise). See [timing](crate::SagaBuilder#timing-what-needs-a-sleeper).
 ///
 /// Retried actions and compensations should be idempotent: an attempt that
 /// failed or timed out may have partly happened.

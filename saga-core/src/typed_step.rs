@@ -38,17 +38,19 @@ pin_project! {
     ///
     /// let cancelled = Arc::new(Mutex::new(Vec::new()));
     /// let log = cancelled.clone();
+    /// // `id` is a `&String`, from the action's value; the error type is the
+    /// // action's too.
+    /// let book_flight = TypedStep::by_ref(
+    ///     || async { Ok::<_, String>(String::from("booking-42")) },
+    ///     move |id| {
+    ///         let (log, id) = (log.clone(), id.clone());
+    ///         async move { log.lock().unwrap().push(id); Ok(()) }
+    ///     },
+    /// )
+    /// .named("book flight");
+    ///
     /// let mut saga = SagaBuilder::new()
-    ///     .step(
-    ///         TypedStep::by_ref(
-    ///             || async { Ok::<_, String>(String::from("booking-42")) },
-    ///             move |id: &String| {
-    ///                 let (log, id) = (log.clone(), id.clone());
-    ///                 async move { log.lock().unwrap().push(id); Ok(()) }
-    ///             },
-    ///         )
-    ///         .named("book flight"),
-    ///     )
+    ///     .step(book_flight)
     ///     .add_step(|| async { Err::<(), _>(String::from("no hotel")) }, || async { Ok(()) })
     ///     .build();
     ///

@@ -119,7 +119,10 @@ where
 /// Runs `saga` to its end as a detached tokio task, and returns its handle.
 ///
 /// The run is [abortable](SagaHandle::abort) and catches panics (a panicking
-/// step is a failed step, see [`CatchPanics`]), hence the bounds on `E`. The
+/// step is a failed step, see [`CatchPanics`]), hence the bounds on `E`:
+/// `String`, `Box<dyn Error + Send + Sync>` and `anyhow::Error` meet them as
+/// they are, and an error enum with a variant for each (see [error
+/// types](#error-types)). The
 /// handle resolves to the saga and its result ([`Finished`]), or to [`Lost`]
 /// if the runtime drops the task first. Dropping the handle does not stop the
 /// saga.
@@ -136,12 +139,7 @@ where
 /// Drop the handle: the saga still runs to its end, compensation included.
 ///
 /// ```
-/// use saga_tokio::saga_core::{Aborted, Panicked, SagaBuilder};
-///
-/// #[derive(Debug)]
-/// enum Error { Declined, Aborted, Panicked }
-/// impl From<Aborted> for Error { fn from(_: Aborted) -> Self { Error::Aborted } }
-/// impl From<Panicked> for Error { fn from(_: Panicked) -> Self { Error::Panicked } }
+/// use saga_tokio::saga_core::SagaBuilder;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -151,13 +149,14 @@ where
 ///         let undone = undone.clone();
 ///         async move { undone.send("refunded").unwrap(); Ok(()) }
 ///     })
-///     .add_step(|| async { Err::<(), _>(Error::Declined) }, || async { Ok(()) })
+///     .add_step(|| async { Err::<(), _>(String::from("card declined")) }, || async { Ok(()) })
 ///     .build();
 ///
 /// drop(saga_tokio::spawn(saga));
 /// assert_eq!(done.recv().await, Some("refunded"));
 /// # }
 /// ```
+#[doc = include_str!("doc/spawn.md")]
 pub fn spawn<E>(saga: Saga<E>) -> SagaHandle<E>
 where
     E: From<Aborted> + From<Panicked> + Send + 'static,

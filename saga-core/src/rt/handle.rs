@@ -147,23 +147,21 @@ impl<E> Drop for Completion<E> {
 /// dropped before that (the executor shut down), the handle reports
 /// [`Lost`].
 ///
-/// The runtime adapters' `spawn` is this plus their executor's `spawn`.
+/// The runtime adapters' `spawn` is this plus their executor's `spawn`. The
+/// error type must take an abort and a panic: `String`,
+/// `Box<dyn Error + Send + Sync>` and `anyhow::Error` do, and so does an
+/// enum with a variant for each (see [`Aborted`] and [`Panicked`]).
 ///
 /// # Examples
 ///
 /// On smol, with no adapter:
 ///
 /// ```
-/// use saga_core::{Aborted, Panicked, SagaBuilder};
-///
-/// #[derive(Debug)]
-/// enum Error { Declined, Aborted, Panicked }
-/// impl From<Aborted> for Error { fn from(_: Aborted) -> Self { Error::Aborted } }
-/// impl From<Panicked> for Error { fn from(_: Panicked) -> Self { Error::Panicked } }
+/// use saga_core::SagaBuilder;
 ///
 /// let saga = SagaBuilder::new()
 ///     .add_step(|| async { Ok(()) }, || async { Ok(()) })
-///     .add_step(|| async { Err::<(), _>(Error::Declined) }, || async { Ok(()) })
+///     .add_step(|| async { Err::<(), _>(String::from("declined")) }, || async { Ok(()) })
 ///     .build();
 ///
 /// let (task, handle) = saga_core::rt::detach(saga);

@@ -15,8 +15,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use saga_core::{
-    AbortHandle, Aborted, CompensationMode, FnStep, Handling, Observer, ParallelGroup, Permits,
-    Recovery, Retry, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut, TypedStep, Untimed,
+    AbortHandle, Aborted, CompensationMode, FnStep, Handling, Observer, ParallelGroup, Recovery,
+    Retry, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut, TypedStep,
 };
 
 // ---------------------------------------------------------------------------
@@ -796,7 +796,7 @@ pub fn build_grouped_with(shape: &GroupShape, ledger: &Ledger, extras: &Extras) 
 /// A builder of `Send` steps, with or without a sleeper.
 type Builder<T> = SagaBuilder<TestError, dyn Step<TestError> + Send + 'static, T>;
 
-fn populate<T: Permits<Untimed>>(
+fn populate<T>(
     builder: Builder<T>,
     shape: &GroupShape,
     ledger: &Ledger,
