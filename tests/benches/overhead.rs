@@ -25,6 +25,24 @@
 //!   sequential fast path (no retry, no observer, no timeout) with its
 //!   sequential backward loop whatever the mode, so this variant times like
 //!   `engine` there; it shows when that changes.
+//! - `floor-dyn-step`: the floor under any engine that stores its steps as
+//!   `Pin<Box<dyn Step + Send>>`: the `engine` steps (the same `FnStep`s
+//!   over the same closures), type-erased, driven by the simplest loop (poll
+//!   each action to `Ready`; on `Err`, poll the compensations of the steps
+//!   that ran, the failed one included, in reverse). No engine, no
+//!   bookkeeping;
+//! - `floor-dyn-step-observer`: the same loop plus the observer calls the
+//!   engine makes (`saga_started`, `action_started` and `action_succeeded`
+//!   or `action_failed` per step, `compensation_started` and
+//!   `compensation_succeeded` per compensation, `saga_finished`, each step's
+//!   `StepRef` named through `Step::name()`), through a
+//!   `Box<dyn Observer + Send + Sync>` holding the no-op observer. The calls
+//!   are checked against a recording of the engine's before the groups run.
+//!   `StepRef` is `#[non_exhaustive]`, so the runs are timed inside an
+//!   observer call of a one-step saga, on the `StepRef` it was given
+//!   (`common::with_step_ref`), with criterion's `iter_custom`;
+//! - `floor-user-step`: the `floor-dyn-step` loop over the `engine-user-step`
+//!   steps (`CounterStep`, no futures).
 //!
 //! Every variant's first run is checked (outcome, failed step, counter)
 //! before it is measured.
@@ -54,14 +72,19 @@
 
 mod common;
 
+use core::hint::black_box;
 use core::time::Duration;
 
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, measurement::WallTime};
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use common::{
-    Counter, Failed, SIZES, block_on, concurrent_undo_saga, dynamic_steps, fn_saga, observer_saga,
-    run_dynamic, run_static, static_steps, timeout_saga, typed_ref_saga, typed_saga,
-    user_step_saga,
+    Counter, DynStep, Failed, Observed, SIZES, block_on, check_floor_calls, concurrent_undo_saga,
+    dynamic_steps, floor_fn_steps, floor_observer, floor_user_steps, fn_saga, observer_saga,
+    run_dynamic, run_floor, run_static, static_steps, timeout_saga, typed_ref_saga, typed_saga,
+    user_step_saga, with_step_ref,
 };
 use saga_core::{Saga, SagaError};
 
@@ -135,9 +158,60 @@ fn engine_variant(
     });
 }
 
+/// A floor variant without an observer: [`run_floor`] on `list`.
+fn floor_variant(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    mut list: Vec<DynStep>,
+    counter: &Counter,
+    steps: usize,
+    fail: bool,
+) {
+    let before = counter.get();
+    check_manual(block_on(run_floor(&mut list)), counter, before, steps, fail);
+    group.bench_with_input(BenchmarkId::new(name, steps), &steps, |b, _| {
+        b.iter(|| block_on(run_floor(&mut list)));
+    });
+}
+
+/// A floor variant with the observer calls: [`Observed::run`], timed inside
+/// [`with_step_ref`] (`iter_custom`: the clock starts and stops inside the
+/// job, around the `iters` runs, so the one-step saga that lends the
+/// `StepRef` is not timed).
+fn floor_observed_variant(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    observed: Observed,
+    counter: &'static Counter,
+    steps: usize,
+    fail: bool,
+) {
+    let observed = Arc::new(Mutex::new(observed));
+    let before = counter.get();
+    let first = Arc::clone(&observed);
+    let result = with_step_ref(move |at| first.lock().expect("not poisoned").run(at));
+    check_manual(result, counter, before, steps, fail);
+    group.bench_with_input(BenchmarkId::new(name, steps), &steps, |b, _| {
+        b.iter_custom(|iters| {
+            let observed = Arc::clone(&observed);
+            with_step_ref(move |at| {
+                let mut observed = observed.lock().expect("not poisoned");
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let _ = black_box(observed.run(at));
+                }
+                start.elapsed()
+            })
+        });
+    });
+}
+
 fn runs<const PENDING: bool>(c: &mut Criterion, fail: bool) {
     let path = if fail { "failure" } else { "success" };
     let futures = if PENDING { "pending" } else { "ready" };
+    for steps in [1, 3] {
+        check_floor_calls::<PENDING>(steps, fail);
+    }
     let mut group = c.benchmark_group(format!("{path}-{futures}"));
     for steps in SIZES {
         group.throughput(Throughput::Elements(steps as u64));
@@ -247,6 +321,28 @@ fn runs<const PENDING: bool>(c: &mut Criterion, fail: bool) {
             fail,
             true,
         );
+
+        let counter = Counter::leak();
+        let list = floor_fn_steps::<PENDING>(counter, steps, fail);
+        floor_variant(&mut group, "floor-dyn-step", list, counter, steps, fail);
+
+        let counter = Counter::leak();
+        let observed = Observed::new(
+            floor_fn_steps::<PENDING>(counter, steps, fail),
+            floor_observer(),
+        );
+        floor_observed_variant(
+            &mut group,
+            "floor-dyn-step-observer",
+            observed,
+            counter,
+            steps,
+            fail,
+        );
+
+        let counter = Counter::leak();
+        let list = floor_user_steps::<PENDING>(counter, steps, fail);
+        floor_variant(&mut group, "floor-user-step", list, counter, steps, fail);
 
         if fail {
             let counter = Counter::leak();

@@ -4,8 +4,12 @@
 Reads criterion's estimates and prints, per group, the median time per run of
 each variant and N, the ratios between variants (engine / static,
 engine / dynamic, user-step / static, and engine-observer, engine-timeout and
-engine-concurrent-undo against engine), the time per step, and the build
-table, all from the one run that produced the files. A variant or ratio with
+engine-concurrent-undo against engine), the ratios against the floor
+variants (floor-dyn-step, floor-dyn-step-observer, floor-user-step: the
+least any engine storing `dyn Step` and a boxed observer can do; floor /
+static, engine / floor, engine-observer / floor-dyn-step-observer,
+floor-dyn-step-observer / floor-dyn-step, ...), the time per step, and the
+build table, all from the one run that produced the files. A variant or ratio with
 no estimate anywhere in a group (a filtered run, or engine-concurrent-undo on
 the success groups) is left out.
 
@@ -44,7 +48,8 @@ ENGINE = [
     "engine-timeout",
     "engine-concurrent-undo",
 ]
-VARIANTS = ["static", "dynamic"] + ENGINE
+FLOOR = ["floor-dyn-step", "floor-dyn-step-observer", "floor-user-step"]
+VARIANTS = ["static", "dynamic"] + ENGINE + FLOOR
 # (column title, numerator, denominator)
 RATIOS = [
     ("engine / static", "engine", "static"),
@@ -54,7 +59,26 @@ RATIOS = [
     ("timeout / engine", "engine-timeout", "engine"),
     ("concurrent-undo / engine", "engine-concurrent-undo", "engine"),
 ]
-PER_STEP = ["static", "dynamic", "engine", "engine-typed", "engine-user-step"]
+# The floor under an engine over `dyn Step` (and a boxed observer), and how
+# far the engine is above it: (column title, numerator, denominator).
+FLOOR_RATIOS = [
+    ("floor / static", "floor-dyn-step", "static"),
+    ("floor / dynamic", "floor-dyn-step", "dynamic"),
+    ("floor-user-step / static", "floor-user-step", "static"),
+    ("floor-observer / static", "floor-dyn-step-observer", "static"),
+    ("floor-observer / floor", "floor-dyn-step-observer", "floor-dyn-step"),
+    ("engine / floor", "engine", "floor-dyn-step"),
+    ("user-step / floor-user-step", "engine-user-step", "floor-user-step"),
+    ("observer / floor-observer", "engine-observer", "floor-dyn-step-observer"),
+]
+PER_STEP = [
+    "static",
+    "dynamic",
+    "engine",
+    "engine-typed",
+    "engine-user-step",
+    "engine-observer",
+] + FLOOR
 BUILD = ["static", "dynamic", "engine", "engine-typed", "engine-user-step"]
 
 
@@ -109,6 +133,29 @@ def table(header, rows):
     print()
 
 
+def ratio_table(title, candidates, times):
+    """Prints the ratios of `candidates` with both sides measured somewhere."""
+    ratios = [
+        (column, a, b)
+        for column, a, b in candidates
+        if any(
+            times[(a, size)] is not None and times[(b, size)] is not None
+            for size in SIZES
+        )
+    ]
+    if not ratios:
+        return
+    print(f"{title}\n")
+    table(
+        ["N"] + [column for column, _, _ in ratios],
+        [
+            [str(size)]
+            + [ratio(times[(a, size)], times[(b, size)]) for _, a, b in ratios]
+            for size in SIZES
+        ],
+    )
+
+
 def run_tables(run):
     for group in GROUPS:
         times = {
@@ -130,24 +177,8 @@ def run_tables(run):
             ],
         )
 
-        ratios = [
-            (title, a, b)
-            for title, a, b in RATIOS
-            if any(
-                times[(a, size)] is not None and times[(b, size)] is not None
-                for size in SIZES
-            )
-        ]
-        if ratios:
-            print("Ratios of medians:\n")
-            table(
-                ["N"] + [title for title, _, _ in ratios],
-                [
-                    [str(size)]
-                    + [ratio(times[(a, size)], times[(b, size)]) for _, a, b in ratios]
-                    for size in SIZES
-                ],
-            )
+        ratio_table("Ratios of medians:", RATIOS, times)
+        ratio_table("Against the floor (ratios of medians):", FLOOR_RATIOS, times)
 
         per_step = [v for v in PER_STEP if v in present]
         if per_step:

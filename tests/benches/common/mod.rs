@@ -16,14 +16,19 @@
 // Each bench binary uses a different part of this module, and it is private to each.
 #![allow(dead_code, unreachable_pub)]
 
-use core::future::Future;
+use core::future::{Future, poll_fn};
+use core::hint::black_box;
 use core::pin::{Pin, pin};
 use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll, Waker};
 
 use core::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use saga_core::{CompensationMode, FnStep, Observer, Saga, SagaBuilder, Step, TimedOut, TypedStep};
+use saga_core::{
+    CompensationMode, FnStep, Observer, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut,
+    TypedStep,
+};
 
 /// The step count of each benchmark.
 pub const SIZES: [usize; 4] = [1, 10, 100, 10_000];
@@ -456,4 +461,281 @@ pub fn user_step_saga<const PENDING: bool>(
         ));
     }
     builder.build()
+}
+
+// ---------------------------------------------------------------------------
+// 5. The floor under any engine over `dyn Step`: the steps stored as the
+//    engine stores them, driven by the simplest loop (no engine, no
+//    bookkeeping), with or without the observer calls the engine makes.
+
+/// A step as the engine stores it.
+pub type DynStep = Pin<Box<dyn Step<Failed> + Send>>;
+/// The observer as the engine stores it.
+pub type BoxObserver = Box<dyn Observer<Failed> + Send + Sync>;
+
+/// The [`fn_saga`] steps (the same `FnStep`s over the same closures), boxed
+/// and type-erased as a `Saga` stores them. `black_box` hides the concrete
+/// types, so every call goes through the vtable.
+pub fn floor_fn_steps<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Vec<DynStep> {
+    let list = (0..steps)
+        .map(|index| {
+            Box::pin(fn_step::<PENDING>(counter, fails(index, steps, fail_last))) as DynStep
+        })
+        .collect();
+    black_box(list)
+}
+
+/// The [`user_step_saga`] steps ([`CounterStep`]), boxed and type-erased.
+pub fn floor_user_steps<const PENDING: bool>(
+    counter: &'static Counter,
+    steps: usize,
+    fail_last: bool,
+) -> Vec<DynStep> {
+    let list = (0..steps)
+        .map(|index| {
+            Box::pin(CounterStep::<PENDING>::new(
+                counter,
+                fails(index, steps, fail_last),
+            )) as DynStep
+        })
+        .collect();
+    black_box(list)
+}
+
+/// The no-op observer ([`Noop`]), boxed and type-erased as a `Saga` stores it.
+pub fn floor_observer() -> BoxObserver {
+    black_box(Box::new(Noop))
+}
+
+/// Runs type-erased steps with the simplest loop: each action polled until
+/// `Ready` (`Pending` goes back to the executor); on `Err`, the steps that
+/// ran (the failed one too: an `FnStep` compensates a failed action) polled
+/// to compensation in reverse, stopping at the first compensation error.
+/// Returns the failed step and the action error, like [`run_static`].
+pub async fn run_floor(steps: &mut [DynStep]) -> Result<(), (usize, Failed)> {
+    for index in 0..steps.len() {
+        let step = &mut steps[index];
+        if let Err(error) = poll_fn(|cx| step.as_mut().poll_action(cx)).await {
+            for step in steps[..=index].iter_mut().rev() {
+                poll_fn(|cx| step.as_mut().poll_compensate(cx))
+                    .await
+                    .map_err(|error| (index, error))?;
+            }
+            return Err((index, error));
+        }
+    }
+    Ok(())
+}
+
+/// `at` naming step `index`: both fields overwritten (`StepRef` has no
+/// others), the name through the vtable as the engine gets it.
+#[inline(always)]
+fn step_ref<'a>(at: StepRef<'a>, index: usize, step: &'a DynStep) -> StepRef<'a> {
+    let mut at = at;
+    at.index = index;
+    at.name = step.name();
+    at
+}
+
+/// [`run_floor`] plus the observer calls the engine makes (each with a
+/// [`StepRef`] made from `Step::name()`): `saga_started`; per step
+/// `action_started` and `action_succeeded` (or `action_failed`); per
+/// compensation `compensation_started` and `compensation_succeeded`;
+/// `saga_finished`, with `report` (a `SagaError` the engine built once) on
+/// failure. `at` is any `StepRef` (see [`with_step_ref`]).
+pub async fn run_floor_observed(
+    steps: &mut [DynStep],
+    observer: &(dyn Observer<Failed> + Send + Sync),
+    at: StepRef<'_>,
+    report: &SagaError<Failed>,
+) -> Result<(), (usize, Failed)> {
+    observer.saga_started(steps.len());
+    for index in 0..steps.len() {
+        observer.action_started(step_ref(at, index, &steps[index]), 1);
+        let step = &mut steps[index];
+        match poll_fn(|cx| step.as_mut().poll_action(cx)).await {
+            Ok(()) => observer.action_succeeded(step_ref(at, index, &steps[index]), 1),
+            Err(error) => {
+                observer.action_failed(step_ref(at, index, &steps[index]), 1, &error);
+                for undo in (0..=index).rev() {
+                    observer.compensation_started(step_ref(at, undo, &steps[undo]), 1);
+                    let step = &mut steps[undo];
+                    poll_fn(|cx| step.as_mut().poll_compensate(cx))
+                        .await
+                        .map_err(|error| (index, error))?;
+                    observer.compensation_succeeded(step_ref(at, undo, &steps[undo]), 1);
+                }
+                observer.saga_finished(Err(report));
+                return Err((index, error));
+            }
+        }
+    }
+    observer.saga_finished(Ok(()));
+    Ok(())
+}
+
+/// What [`run_floor_observed`] runs on: the steps, the observer, and a
+/// report for `saga_finished` on failure.
+pub struct Observed {
+    pub steps: Vec<DynStep>,
+    pub observer: BoxObserver,
+    pub report: SagaError<Failed>,
+}
+
+impl Observed {
+    /// `steps` with `observer`, and a report from a failed one-step saga run.
+    pub fn new(steps: Vec<DynStep>, observer: BoxObserver) -> Self {
+        let mut saga = SagaBuilder::new()
+            .add_step(|| async { Err::<(), _>(Failed) }, || async { Ok(()) })
+            .build();
+        let report = block_on(saga.run()).expect_err("the one-step saga fails");
+        Observed {
+            steps,
+            observer,
+            report,
+        }
+    }
+
+    /// One [`run_floor_observed`] run.
+    pub fn run(&mut self, at: StepRef<'_>) -> Result<(), (usize, Failed)> {
+        block_on(run_floor_observed(
+            &mut self.steps,
+            &*self.observer,
+            at,
+            &self.report,
+        ))
+    }
+}
+
+/// An observer that hands the `StepRef` of its first `action_started` to a
+/// job, once.
+type StepRefJob = Box<dyn for<'a> FnOnce(StepRef<'a>) + Send>;
+
+struct Lender(Mutex<Option<StepRefJob>>);
+
+impl Observer<Failed> for Lender {
+    fn action_started(&self, at: StepRef<'_>, _attempt: u32) {
+        let job = self.0.lock().expect("no job panicked").take();
+        if let Some(job) = job {
+            job(at);
+        }
+    }
+}
+
+/// Calls `f` with a `StepRef` and returns what it returns. `StepRef` is
+/// `#[non_exhaustive]` (only saga-core builds one, and `unsafe` is forbidden
+/// here), so `f` runs inside the `action_started` call of a one-step saga
+/// with an observer, on the `StepRef` the engine passed; [`step_ref`]
+/// overwrites both of its fields for every call, which is all building one
+/// costs. The one-step run around `f` is outside anything `f` times.
+pub fn with_step_ref<R: Send + 'static>(
+    f: impl for<'a> FnOnce(StepRef<'a>) -> R + Send + 'static,
+) -> R {
+    let output = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&output);
+    let job: StepRefJob = Box::new(move |at| {
+        let value = f(at);
+        *slot.lock().expect("not poisoned") = Some(value);
+    });
+    let mut saga = SagaBuilder::new()
+        .add_step(|| async { Ok::<(), Failed>(()) }, || async { Ok(()) })
+        .observer(Lender(Mutex::new(Some(job))))
+        .build();
+    block_on(saga.run()).expect("the one-step saga succeeds");
+    let value = output.lock().expect("not poisoned").take();
+    value.expect("the engine called action_started")
+}
+
+/// An observer that records every call, to compare the floor's calls with
+/// the engine's.
+#[derive(Debug, Default)]
+pub struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    fn push(&self, call: &str, at: StepRef<'_>, attempt: u32) {
+        let entry = format!("{call} {} {:?} {attempt}", at.index, at.name);
+        self.0.lock().expect("not poisoned").push(entry);
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        core::mem::take(&mut *self.0.lock().expect("not poisoned"))
+    }
+}
+
+impl Observer<Failed> for Recorder {
+    fn saga_started(&self, steps: usize) {
+        let entry = format!("saga_started {steps}");
+        self.0.lock().expect("not poisoned").push(entry);
+    }
+    fn saga_finished(&self, result: Result<(), &SagaError<Failed>>) {
+        let entry = format!("saga_finished {}", result.is_ok());
+        self.0.lock().expect("not poisoned").push(entry);
+    }
+    fn action_started(&self, at: StepRef<'_>, attempt: u32) {
+        self.push("action_started", at, attempt);
+    }
+    fn action_succeeded(&self, at: StepRef<'_>, attempt: u32) {
+        self.push("action_succeeded", at, attempt);
+    }
+    fn action_failed(&self, at: StepRef<'_>, attempt: u32, _error: &Failed) {
+        self.push("action_failed", at, attempt);
+    }
+    fn action_cut_short(&self, at: StepRef<'_>, attempt: u32) {
+        self.push("action_cut_short", at, attempt);
+    }
+    fn action_retried(&self, at: StepRef<'_>, next_attempt: u32, _delay: Duration) {
+        self.push("action_retried", at, next_attempt);
+    }
+    fn compensation_started(&self, at: StepRef<'_>, attempt: u32) {
+        self.push("compensation_started", at, attempt);
+    }
+    fn compensation_succeeded(&self, at: StepRef<'_>, attempt: u32) {
+        self.push("compensation_succeeded", at, attempt);
+    }
+    fn compensation_failed(&self, at: StepRef<'_>, attempt: u32, _error: &Failed) {
+        self.push("compensation_failed", at, attempt);
+    }
+    fn compensation_retried(&self, at: StepRef<'_>, next_attempt: u32, _delay: Duration) {
+        self.push("compensation_retried", at, next_attempt);
+    }
+    fn aborted(&self, at: StepRef<'_>) {
+        self.push("aborted", at, 0);
+    }
+    fn deadline_passed(&self, at: StepRef<'_>) {
+        self.push("deadline_passed", at, 0);
+    }
+}
+
+/// Checks that [`run_floor_observed`] makes the engine's observer calls, in
+/// the engine's order, on `steps` steps of [`fn_saga`].
+pub fn check_floor_calls<const PENDING: bool>(steps: usize, fail_last: bool) {
+    let counter = Counter::leak();
+    let recorder = Arc::new(Recorder::default());
+    let observer = Arc::clone(&recorder);
+    let mut saga = fn_saga_with::<PENDING, _>(counter, steps, fail_last, |builder| {
+        builder.observer(observer)
+    });
+    let _ = block_on(saga.run());
+    let engine = recorder.take();
+    // saga_started, two calls per action, two per compensation, saga_finished.
+    let calls = 2 + 2 * steps + if fail_last { 2 * steps } else { 0 };
+    assert_eq!(
+        engine.len(),
+        calls,
+        "the engine's observer calls: {engine:?}"
+    );
+
+    let floor = Observed::new(
+        floor_fn_steps::<PENDING>(counter, steps, fail_last),
+        Box::new(Arc::clone(&recorder)),
+    );
+    let _ = with_step_ref(move |at| {
+        let mut floor = floor;
+        floor.run(at)
+    });
+    assert_eq!(recorder.take(), engine, "the floor's observer calls");
 }
