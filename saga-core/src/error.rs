@@ -290,9 +290,6 @@ where
     }
 }
 
-/// A compensation that failed after its retries: a [`StepFailure`].
-pub type CompensationError<E> = StepFailure<E>;
-
 /// One step's failure: its index, its last error, how many attempts were
 /// made, and whether the last one timed out. Reported for compensations that
 /// failed ([`SagaError::compensation_errors`]) and for the other failed

@@ -126,7 +126,7 @@ mod typed_step;
 
 pub use abort::AbortHandle;
 pub use builder::{LocalSagaBuilder, SagaBuilder, StepSlot};
-pub use error::{CompensationError, SagaError, StepFailure};
+pub use error::{SagaError, StepFailure};
 pub use fn_step::FnStep;
 pub use group::ParallelGroup;
 pub use interrupt::{Aborted, Panicked, TimedOut};

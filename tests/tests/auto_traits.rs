@@ -16,8 +16,8 @@ use std::future::Future;
 use std::rc::Rc;
 
 use saga_core::{
-    CompensationError, CompensationMode, FnStep, LocalSaga, Recovery, Run, Saga, SagaBuilder,
-    SagaError, TypedStep,
+    CompensationMode, FnStep, LocalSaga, Recovery, Run, Saga, SagaBuilder, SagaError, StepFailure,
+    TypedStep,
 };
 
 fn send<T: Send>() {}
@@ -37,8 +37,8 @@ fn saga_types_are_send() {
     unpin::<Run<'static, SendError>>();
     send::<SagaError<SendError>>();
     sync::<SagaError<SendError>>();
-    send::<CompensationError<SendError>>();
-    sync::<CompensationError<SendError>>();
+    send::<StepFailure<SendError>>();
+    sync::<StepFailure<SendError>>();
     send::<Recovery>();
     sync::<CompensationMode>();
 }
