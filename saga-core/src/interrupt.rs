@@ -36,9 +36,9 @@ impl fmt::Display for Aborted {
 
 impl core::error::Error for Aborted {}
 
-/// A step panicked. The core cannot catch panics (it has no `std`); runtime
-/// adapters do, and report them through
-/// [`Run::fail_in_flight`](crate::Run::fail_in_flight) as `E::from(Panicked)`,
+/// A step panicked. The core cannot catch panics (it has no `std`);
+/// `rt::CatchPanics` (with the `std` [feature](crate#features)) and the
+/// runtime adapters do, and report them as `E::from(Panicked)`,
 /// so a saga that catches panics needs `E: From<Panicked>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Panicked {

@@ -14,13 +14,24 @@ use crate::{Panicked, Run, SagaError, Step};
 ///
 /// It polls the run under `std::panic::catch_unwind`. When a step panics,
 /// the attempt in flight is cancelled and fails with `E::from(Panicked)`,
-/// which carries the panic message (see
-/// [`Run::fail_in_flight`](crate::Run::fail_in_flight)): a panicking
-/// action counts as failed and possibly applied, so it is retried or
-/// compensated like any failed action; a panicking compensation counts as a
-/// failed compensation. The panic goes no further than this future.
-/// [`detach`](super::detach) (and so the runtime adapters' `spawn`) wraps every run in it;
-/// wrap a run yourself to get the same when you `.await` it in place.
+/// which carries the panic message: a panicking action counts as failed and
+/// possibly applied, so it is retried or compensated like any failed action;
+/// a panicking compensation counts as a failed compensation. The panic goes
+/// no further than this future. [`detach`](super::detach) (and so the
+/// runtime adapters' `spawn`) wraps every run in it; wrap a run yourself to
+/// get the same when you `.await` it in place.
+///
+/// What a panic fails, with `E::from(Panicked)`, depends on what panicked:
+///
+/// | what panicked | what fails |
+/// | --- | --- |
+/// | a step's action or compensation | that attempt, [cancelled](crate::Step::cancel) first: an action counts as failed and possibly applied (retried by its policy, then compensated), a compensation as failed (retried by its policy) |
+/// | the classifier, or a retry's jitter function | the attempt it was deciding about, for good: no retry; the classifier is not asked again in this run (its errors are compensated) nor the jitter function (delays are used as computed) |
+/// | the sleeper (starting or polling a timer) | the attempt it was timing, cut short, for good; the run keeps no more time (no timeout, retries without waiting). For the saga's deadline: the forward phase, as below |
+/// | the observer | it is not called again in this run. Told of an attempt's failure (or its retry), that attempt fails with the panic instead (for good, when told of a retry); told of anything else, the forward phase fails with the panic: no further action starts, those in flight finish, and the saga compensates. While compensating, or once the run finished, nothing else changes |
+///
+/// Either way the run goes on: a callback that panics every time is called
+/// at most once per run, so the run always ends.
 ///
 /// The panic hook still runs (by default it prints the panic to stderr). A
 /// program built with `panic = "abort"` cannot catch panics: it aborts as
