@@ -110,6 +110,8 @@ mod error;
 mod fn_step;
 mod group;
 mod interrupt;
+mod kind;
+pub mod marker;
 mod observer;
 mod plan;
 mod policy;
@@ -125,7 +127,7 @@ mod trace;
 mod typed_step;
 
 pub use abort::AbortHandle;
-pub use builder::{LocalSagaBuilder, SagaBuilder, StepSlot};
+pub use builder::{LocalSagaBuilder, SagaBuilder};
 pub use error::{SagaError, StepFailure};
 pub use fn_step::FnStep;
 pub use group::ParallelGroup;
@@ -137,9 +139,9 @@ pub use policy::{
 pub use retry::Retry;
 pub use run::Run;
 pub use saga::{LocalSaga, Saga};
-pub use sleep::{Discard, Sleeper};
+pub use sleep::Sleeper;
 pub use step::Step;
-pub use typed_step::{ByOption, ByRef, ByValue, Handoff, TypedStep};
+pub use typed_step::TypedStep;
 
 // The README's examples are compiled and run as doctests (one of them shows
 // the `std` feature's `rt::detach`).

@@ -7,6 +7,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::panic::catch_unwind;
 
+use crate::marker::SagaKind;
 use crate::{Panicked, Run, SagaError, Step};
 
 /// A saga [`Run`] in which a panicking action or compensation counts as a
@@ -66,11 +67,11 @@ use crate::{Panicked, Run, SagaError, Step};
 /// assert!(error.is_fully_compensated()); // steps 1 and 0 were undone
 /// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct CatchPanics<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
+pub struct CatchPanics<'a, E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
     run: Run<'a, E, S>,
 }
 
-impl<'a, E, S: ?Sized + Step<E>> CatchPanics<'a, E, S> {
+impl<'a, E, S: ?Sized + SagaKind<E>> CatchPanics<'a, E, S> {
     /// Wraps a run (as returned by `Saga::run`, possibly made
     /// [abortable](crate::Run::abortable)).
     pub fn new(run: Run<'a, E, S>) -> Self {
@@ -78,7 +79,7 @@ impl<'a, E, S: ?Sized + Step<E>> CatchPanics<'a, E, S> {
     }
 }
 
-impl<E: From<Panicked>, S: ?Sized + Step<E>> Future for CatchPanics<'_, E, S> {
+impl<E: From<Panicked>, S: ?Sized + SagaKind<E>> Future for CatchPanics<'_, E, S> {
     type Output = Result<(), SagaError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -97,7 +98,7 @@ impl<E: From<Panicked>, S: ?Sized + Step<E>> Future for CatchPanics<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> fmt::Debug for CatchPanics<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for CatchPanics<'_, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CatchPanics")
             .field("run", &self.run)

@@ -39,9 +39,10 @@ use core::time::Duration;
 pub(crate) use scratch::Scratch;
 use scratch::{Panic, Stage};
 
-use crate::plan::{Plan, SharedObserver};
+use crate::marker::SagaKind;
+use crate::plan::Plan;
 use crate::sleep::{Slot, Timers};
-use crate::{AbortHandle, Aborted, SagaError, Step, TimedOut};
+use crate::{AbortHandle, Aborted, Observer, SagaError, Step, TimedOut};
 
 /// The future of one saga run, returned by [`Saga::run`](crate::Saga::run).
 ///
@@ -69,16 +70,16 @@ use crate::{AbortHandle, Aborted, SagaError, Step, TimedOut};
 /// wrap every run in it), the panic instead fails what was panicking, and
 /// the saga compensates by its rules.
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
+pub struct Run<'a, E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
     steps: &'a mut [Pin<Box<S>>],
-    plan: &'a Plan<E>,
+    plan: &'a Plan<E, S>,
     scratch: &'a mut Scratch<E>,
     // `None` without a sleeper, and once the sleeper panicked.
-    timers: Option<&'a mut (dyn Timers + 'static)>,
+    timers: Option<&'a mut S::Timers>,
     timed_out: Option<fn(TimedOut) -> E>,
     abort: Option<Abort<E>>,
     // `None` without an observer, and once the observer panicked.
-    observer: Option<&'a SharedObserver<E>>,
+    observer: Option<&'a S::Observer>,
     // The classifier or the jitter functions panicked in this run: they are
     // not asked again.
     classifier_muted: bool,
@@ -113,7 +114,7 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
 }
 
 /// The saga's timers as a run borrows them, and how a timeout becomes an `E`.
-pub(crate) type BorrowedClock<'a, E> = (&'a mut (dyn Timers + 'static), fn(TimedOut) -> E);
+pub(crate) type BorrowedClock<'a, E, S> = (&'a mut <S as SagaKind<E>>::Timers, fn(TimedOut) -> E);
 
 struct Abort<E> {
     handle: AbortHandle,
@@ -189,12 +190,12 @@ enum Calling {
     Observer,
 }
 
-impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
+impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
     pub(crate) fn new(
         steps: &'a mut [Pin<Box<S>>],
-        plan: &'a Plan<E>,
+        plan: &'a Plan<E, S>,
         scratch: &'a mut Scratch<E>,
-        timers: Option<BorrowedClock<'a, E>>,
+        timers: Option<BorrowedClock<'a, E, S>>,
     ) -> Self {
         let (timers, timed_out) = match timers {
             Some((timers, timed_out)) => (Some(timers), Some(timed_out)),
@@ -401,9 +402,9 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
 // The run never pins its fields (steps and timers are pinned in their own
 // boxes), so it is `Unpin` whatever `E` is.
-impl<E, S: ?Sized + Step<E>> Unpin for Run<'_, E, S> {}
+impl<E, S: ?Sized + SagaKind<E>> Unpin for Run<'_, E, S> {}
 
-impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Future for Run<'_, E, S> {
     type Output = Result<(), SagaError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -433,7 +434,7 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Drop for Run<'_, E, S> {
     fn drop(&mut self) {
         // Dropped mid-step: drop what is in flight now, not at the next run.
         for lane in 0..self.scratch.lane_count() {
@@ -452,7 +453,7 @@ impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> fmt::Debug for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for Run<'_, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Run")
             .field("steps", &self.steps.len())
