@@ -124,9 +124,9 @@ impl<E> SagaBuilder<E> {
     /// the bound. The sleeper and its sleeps must be `Send`, as a `Saga` is
     /// (a [`LocalSagaBuilder`]'s need not be).
     ///
-    /// The sleeper is boxed once, by `build`, with one timer slot per step
-    /// that can be in flight at a time; runs reuse them and allocate nothing
-    /// to keep time.
+    /// The sleeper is boxed once, here, and `build` gives it one timer slot
+    /// per step that can be in flight at a time; runs reuse them and
+    /// allocate nothing to keep time.
     ///
     /// # Examples
     ///
