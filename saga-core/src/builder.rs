@@ -15,8 +15,8 @@ use crate::saga::SagaClock;
 use crate::sleep::{SleeperTimers, Timers};
 use crate::typed_step::{ByRef, ByValue};
 use crate::{
-    CompensationMode, FnStep, InFlight, Observer, ParallelGroup, Permits, Recovery, Retry, Saga,
-    Sleeper, Step, StepPolicy, Timed, TimedOut, TypedStep, Untimed,
+    CompensationMode, FnStep, GroupBuilder, InFlight, Observer, ParallelGroup, Permits, Recovery,
+    Retry, Saga, Sleeper, Step, StepPolicy, Timed, TimedOut, TypedStep, Untimed,
 };
 
 /// Builds a [`Saga`]: steps in the order they run, plus saga-wide settings.
@@ -394,8 +394,9 @@ impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
     /// (all at once), and the saga goes on once all of them succeeded. See
     /// [`ParallelGroup`] for what happens when one fails.
     ///
-    /// `members` receives this builder and adds steps to it with the usual
-    /// methods; a group nested inside is merged into this one.
+    /// `members` receives a [`GroupBuilder`], which adds steps with the same
+    /// methods as this builder (per-step policies included) and nothing else:
+    /// saga-wide settings and nested groups do not compile inside a group.
     ///
     /// # Examples
     ///
@@ -430,18 +431,21 @@ impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
     /// assert_eq!(error.compensated_count(), 2); // both members ran, both undone
     /// assert_eq!(*log.lock().unwrap(), ["flight", "hotel", "undo", "undo"]);
     /// ```
-    pub fn parallel(self, members: impl FnOnce(Self) -> Self) -> Self {
+    pub fn parallel<F>(self, members: F) -> Self
+    where
+        F: FnOnce(GroupBuilder<E, S, T>) -> GroupBuilder<E, S, T>,
+    {
         self.parallel_with(ParallelGroup::new(), members)
     }
 
     /// [`parallel`](SagaBuilder::parallel) with settings: a concurrency
     /// limit, and what happens to the members in flight when one fails.
-    pub fn parallel_with(self, group: ParallelGroup, members: impl FnOnce(Self) -> Self) -> Self {
+    pub fn parallel_with<F>(self, group: ParallelGroup, members: F) -> Self
+    where
+        F: FnOnce(GroupBuilder<E, S, T>) -> GroupBuilder<E, S, T>,
+    {
         let start = self.steps.len();
-        let groups_before = self.plan.groups.len();
-        let mut built = members(self);
-        // A group nested inside merges into this one.
-        built.plan.groups.truncate(groups_before);
+        let mut built = members(GroupBuilder::new(self)).into_saga();
         let end = built.steps.len();
         if end > start {
             built.plan.groups.push(group.spec(start..end));

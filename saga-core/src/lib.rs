@@ -130,7 +130,7 @@ pub use abort::AbortHandle;
 pub use builder::{LocalSagaBuilder, SagaBuilder};
 pub use error::{SagaError, StepFailure};
 pub use fn_step::FnStep;
-pub use group::ParallelGroup;
+pub use group::{GroupBuilder, ParallelGroup};
 pub use interrupt::{Aborted, Panicked, TimedOut};
 pub use observer::{Observer, StepRef};
 pub use policy::{
