@@ -122,6 +122,7 @@ mod run;
 mod saga;
 mod sleep;
 mod step;
+pub mod testing;
 #[cfg(feature = "tracing")]
 mod trace;
 mod typed_step;
