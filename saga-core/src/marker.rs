@@ -8,7 +8,8 @@
 //! - [`SagaKind`]: the `S` parameter of a builder, a saga and its run,
 //!   `Send` or local; for code generic over both kinds.
 //! - [`StepSlot`]: "this kind of saga can store this step"; for a helper
-//!   that adds a step to any builder.
+//!   that adds a step to any [`SagaBuilder`](crate::SagaBuilder) or
+//!   [`GroupBuilder`](crate::GroupBuilder).
 //! - [`Handoff`], [`ByValue`], [`ByRef`], [`ByOption`]: the last parameter of
 //!   a [`TypedStep`](crate::TypedStep), chosen by its constructor.
 //! - [`Discard`]: the sleep future of a closure [`Sleeper`](crate::Sleeper).
