@@ -8,14 +8,15 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::time::Duration;
 
+use crate::marker::SagaKind;
 use crate::plan::Plan;
 use crate::run::Scratch;
 use crate::saga::SagaClock;
 use crate::sleep::{SleeperTimers, Timers};
 use crate::typed_step::{ByRef, ByValue};
 use crate::{
-    AllowedIn, CompensationMode, FnStep, InFlight, Observer, ParallelGroup, Recovery, Retry, Saga,
-    Sleeper, Step, StepPolicy, Timed, TimedOut, TypedStep, Untimed,
+    AllowedIn, CompensationMode, FnStep, GroupBuilder, InFlight, Observer, ParallelGroup, Recovery,
+    Retry, Saga, Sleeper, Step, StepPolicy, Timed, TimedOut, TypedStep, Untimed,
 };
 
 /// Builds a [`Saga`]: steps in the order they run, plus saga-wide settings.
@@ -66,20 +67,16 @@ use crate::{
 /// ```
 #[doc = include_str!("doc/builder.md")]
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct SagaBuilder<E, S: ?Sized = dyn Step<E> + Send + 'static, T = Untimed> {
+pub struct SagaBuilder<E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static, T = Untimed> {
     steps: Vec<Pin<Box<S>>>,
-    plan: Plan<E>,
-    clock: Option<ClockFactory<E>>,
+    plan: Plan<E, S>,
+    // The sleeper, given its timer slots by `build`.
+    clock: Option<SagaClock<E, S>>,
     timing: PhantomData<fn() -> T>,
 }
 
-/// The sleeper, until `build` knows how many timers the saga needs.
-struct ClockFactory<E> {
-    timers: Box<dyn FnOnce(usize) -> Box<dyn Timers> + Send>,
-    timed_out: fn(TimedOut) -> E,
-}
-
-/// A [`SagaBuilder`] for steps that need not be `Send`.
+/// A [`SagaBuilder`] for a [`LocalSaga`](crate::LocalSaga): its steps,
+/// observer, classifier and sleeper need not be `Send` (or `Sync`).
 pub type LocalSagaBuilder<E> = SagaBuilder<E, dyn Step<E> + 'static>;
 
 /// The boxed step type a saga stores: `dyn Step<E> + Send` in a
@@ -120,41 +117,17 @@ impl<E> SagaBuilder<E> {
     pub fn new() -> Self {
         Self::empty()
     }
-}
-
-impl<E> LocalSagaBuilder<E> {
-    /// An empty builder for a [`LocalSaga`](crate::LocalSaga), whose steps
-    /// need not be `Send`.
-    pub fn new_local() -> Self {
-        Self::empty()
-    }
-}
-
-impl<E> Default for SagaBuilder<E> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
-    fn empty() -> Self {
-        SagaBuilder {
-            steps: Vec::new(),
-            plan: Plan::default(),
-            clock: None,
-            timing: PhantomData,
-        }
-    }
 
     /// Gives the saga a timer, which unlocks retry backoff and timeouts
     /// (without one, asking for them does not compile). Any
     /// `Fn(Duration) -> impl Future` is a [`Sleeper`]; the runtime adapters
     /// provide theirs. A timeout fails a step with `E::from(TimedOut)`, hence
-    /// the bound.
+    /// the bound. The sleeper and its sleeps must be `Send`, as a `Saga` is
+    /// (a [`LocalSagaBuilder`]'s need not be).
     ///
-    /// The sleeper is boxed once, by `build`, with one timer slot per step
-    /// that can be in flight at a time; runs reuse them and allocate nothing
-    /// to keep time.
+    /// The sleeper is boxed once, here, and `build` gives it one timer slot
+    /// per step that can be in flight at a time; runs reuse them and
+    /// allocate nothing to keep time.
     ///
     /// # Examples
     ///
@@ -179,19 +152,90 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
     /// assert_eq!(*error.error(), Error::Busy);
     /// assert_eq!(error.attempts(), 3);
     /// ```
-    pub fn sleeper<Z>(self, sleeper: Z) -> SagaBuilder<E, S, Timed>
+    pub fn sleeper<Z>(self, sleeper: Z) -> SagaBuilder<E, dyn Step<E> + Send + 'static, Timed>
     where
         E: From<TimedOut>,
         Z: Sleeper + Send + 'static,
         Z::Sleep: Send + 'static,
     {
-        let timers =
-            move |lanes| -> Box<dyn Timers> { Box::new(SleeperTimers::new(sleeper, lanes)) };
+        self.timed(Box::new(SleeperTimers::new(sleeper)))
+    }
+}
+
+impl<E> LocalSagaBuilder<E> {
+    /// An empty builder for a [`LocalSaga`](crate::LocalSaga), whose steps
+    /// need not be `Send`.
+    pub fn new_local() -> Self {
+        Self::empty()
+    }
+
+    /// [`SagaBuilder::sleeper`] for a [`LocalSaga`](crate::LocalSaga): the
+    /// sleeper and its sleeps need not be `Send`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::cell::Cell;
+    /// use std::rc::Rc;
+    /// use std::time::Duration;
+    /// use saga_core::{Retry, SagaBuilder, TimedOut};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// enum Error { Busy, TimedOut }
+    /// impl From<TimedOut> for Error {
+    ///     fn from(_: TimedOut) -> Self { Error::TimedOut }
+    /// }
+    ///
+    /// let slept = Rc::new(Cell::new(Duration::ZERO));
+    /// let total = slept.clone();
+    /// let mut saga = SagaBuilder::new_local()
+    ///     .sleeper(move |duration| {
+    ///         total.set(total.get() + duration);
+    ///         smol::Timer::after(duration)
+    ///     })
+    ///     .action_retry(Retry::attempts(3).constant(Duration::from_millis(1)))
+    ///     .add_step(|| async { Err::<(), _>(Error::Busy) }, || async { Ok(()) })
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert_eq!(error.attempts(), 3);
+    /// assert_eq!(slept.get(), Duration::from_millis(2)); // before attempts 2 and 3
+    /// ```
+    pub fn sleeper<Z>(self, sleeper: Z) -> SagaBuilder<E, dyn Step<E> + 'static, Timed>
+    where
+        E: From<TimedOut>,
+        Z: Sleeper + 'static,
+        Z::Sleep: 'static,
+    {
+        self.timed(Box::new(SleeperTimers::new(sleeper)))
+    }
+}
+
+impl<E> Default for SagaBuilder<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E, S: ?Sized + SagaKind<E>> SagaBuilder<E, S> {
+    fn empty() -> Self {
+        SagaBuilder {
+            steps: Vec::new(),
+            plan: Plan::default(),
+            clock: None,
+            timing: PhantomData,
+        }
+    }
+
+    fn timed(self, timers: Box<S::Timers>) -> SagaBuilder<E, S, Timed>
+    where
+        E: From<TimedOut>,
+    {
         SagaBuilder {
             steps: self.steps,
             plan: self.plan,
-            clock: Some(ClockFactory {
-                timers: Box::new(timers),
+            clock: Some(SagaClock {
+                timers,
                 timed_out: E::from,
             }),
             timing: PhantomData,
@@ -202,7 +246,7 @@ impl<E, S: ?Sized + Step<E>> SagaBuilder<E, S> {
 // The timeouts take any builder and bound its timing (rather than living in
 // an impl for `Timed` builders), so that asking one of a builder without a
 // sleeper reports that, not a missing method.
-impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
+impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
     /// The saga's default timeout for each action attempt; a step's own
     /// [`StepPolicy`] overrides it. A timed-out attempt is cut short, counts
     /// as failed and possibly applied, and fails with `E::from(TimedOut)`,
@@ -246,7 +290,7 @@ impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
     }
 }
 
-impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
+impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
     /// Adds a step of any type implementing [`Step`]: your own, or a
     /// configured [`FnStep`] or [`TypedStep`].
     pub fn step<X>(mut self, step: X) -> Self
@@ -368,8 +412,9 @@ impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
     /// (all at once), and the saga goes on once all of them succeeded. See
     /// [`ParallelGroup`] for what happens when one fails.
     ///
-    /// `members` receives this builder and adds steps to it with the usual
-    /// methods; a group nested inside is merged into this one.
+    /// `members` receives a [`GroupBuilder`], which adds steps with the same
+    /// methods as this builder (per-step policies included) and nothing else:
+    /// saga-wide settings and nested groups do not compile inside a group.
     ///
     /// # Examples
     ///
@@ -404,33 +449,26 @@ impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
     /// assert_eq!(error.compensated_count(), 2); // both members ran, both undone
     /// assert_eq!(*log.lock().unwrap(), ["flight", "hotel", "undo", "undo"]);
     /// ```
-    pub fn parallel(self, members: impl FnOnce(Self) -> Self) -> Self {
+    pub fn parallel<F>(self, members: F) -> Self
+    where
+        F: FnOnce(GroupBuilder<E, S, T>) -> GroupBuilder<E, S, T>,
+    {
         self.parallel_with(ParallelGroup::new(), members)
     }
 
     /// [`parallel`](SagaBuilder::parallel) with settings: a concurrency
     /// limit, and what happens to the members in flight when one fails.
-    pub fn parallel_with(self, group: ParallelGroup, members: impl FnOnce(Self) -> Self) -> Self {
+    pub fn parallel_with<F>(self, group: ParallelGroup, members: F) -> Self
+    where
+        F: FnOnce(GroupBuilder<E, S, T>) -> GroupBuilder<E, S, T>,
+    {
         let start = self.steps.len();
-        let groups_before = self.plan.groups.len();
-        let mut built = members(self);
-        // A group nested inside merges into this one.
-        built.plan.groups.truncate(groups_before);
+        let mut built = members(GroupBuilder::new(self)).into_saga();
         let end = built.steps.len();
         if end > start {
             built.plan.groups.push(group.spec(start..end));
         }
         built
-    }
-
-    /// Sets the observer that receives every transition of every run (see
-    /// [`Observer`]); it replaces any earlier one.
-    pub fn observer<O>(mut self, observer: O) -> Self
-    where
-        O: Observer<E> + Send + Sync + 'static,
-    {
-        self.plan.observer = Some(Box::new(observer));
-        self
     }
 
     /// What an [abort](crate::AbortHandle) does to the action in flight: let
@@ -521,11 +559,64 @@ impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
         self.step(TypedStep::by_ref(action, compensation))
     }
 
+    /// What the backward phase does when a compensation fails: stop there
+    /// (the default) or continue and collect every error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use saga_core::{CompensationMode, SagaBuilder};
+    ///
+    /// let mut saga = SagaBuilder::new()
+    ///     .add_step(|| async { Ok(()) }, || async { Ok(()) })
+    ///     .add_step(|| async { Ok(()) }, || async { Err::<(), _>("undo 1 failed") })
+    ///     .add_step(|| async { Err::<(), _>("boom") }, || async { Ok(()) })
+    ///     .compensation_mode(CompensationMode::ContinueOnError)
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert_eq!(error.compensated_count(), 2); // steps 2 and 0
+    /// assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [1]);
+    /// ```
+    pub fn compensation_mode(mut self, mode: CompensationMode) -> Self {
+        self.plan.compensation_mode = mode;
+        self
+    }
+
+    /// Builds the saga: sizes the lanes (one per step that can be in flight
+    /// at a time), their wakers and timers, once for every run.
+    pub fn build(self) -> Saga<E, S> {
+        let lanes = self.plan.lanes(self.steps.len());
+        let scratch = Scratch::new(lanes, self.plan.widest_group());
+        let mut clock = self.clock;
+        if let Some(clock) = &mut clock {
+            clock.timers.set_lanes(lanes);
+        }
+        Saga::from_parts(self.steps, self.plan, scratch, clock)
+    }
+}
+
+/// The callbacks of a `Send` [`Saga`]: `Send + Sync`, so that the saga and
+/// its run future are `Send`.
+impl<E, T> SagaBuilder<E, dyn Step<E> + Send + 'static, T> {
+    /// Sets the observer that receives every transition of every run (see
+    /// [`Observer`]); it replaces any earlier one. It must be `Send + Sync`,
+    /// as a `Saga` is (a [`LocalSagaBuilder`]'s need not be).
+    pub fn observer<O>(mut self, observer: O) -> Self
+    where
+        O: Observer<E> + Send + Sync + 'static,
+    {
+        self.plan.observer = Some(Box::new(observer));
+        self
+    }
+
     /// Decides, per action error, whether to retry the action (by its retry
     /// policy, then compensate), compensate at once, or propagate the error
     /// without compensating (pysagas's `exceptions=`). Without a classifier
     /// every error is [`Recovery::Retry`]: retried while the step's policy
-    /// allows (by default it allows one attempt), then compensated.
+    /// allows (by default it allows one attempt), then compensated. It must
+    /// be `Send + Sync`, as a `Saga` is (a [`LocalSagaBuilder`]'s need not
+    /// be).
     ///
     /// # Examples
     ///
@@ -558,48 +649,66 @@ impl<E, S: ?Sized, T> SagaBuilder<E, S, T> {
         self.plan.classify = Some(Box::new(classify));
         self
     }
+}
 
-    /// What the backward phase does when a compensation fails: stop there
-    /// (the default) or continue and collect every error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use saga_core::{CompensationMode, SagaBuilder};
-    ///
-    /// let mut saga = SagaBuilder::new()
-    ///     .add_step(|| async { Ok(()) }, || async { Ok(()) })
-    ///     .add_step(|| async { Ok(()) }, || async { Err::<(), _>("undo 1 failed") })
-    ///     .add_step(|| async { Err::<(), _>("boom") }, || async { Ok(()) })
-    ///     .compensation_mode(CompensationMode::ContinueOnError)
-    ///     .build();
-    ///
-    /// let error = smol::block_on(saga.run()).unwrap_err();
-    /// assert_eq!(error.compensated_count(), 2); // steps 2 and 0
-    /// assert_eq!(error.uncompensated_steps().collect::<Vec<_>>(), [1]);
-    /// ```
-    pub fn compensation_mode(mut self, mode: CompensationMode) -> Self {
-        self.plan.compensation_mode = mode;
+/// The callbacks of a [`LocalSaga`](crate::LocalSaga): they need not be
+/// `Send` or `Sync`.
+impl<E, T> SagaBuilder<E, dyn Step<E> + 'static, T> {
+    /// [`SagaBuilder::observer`] for a [`LocalSaga`](crate::LocalSaga): the
+    /// observer need not be `Send` or `Sync`.
+    pub fn observer<O>(mut self, observer: O) -> Self
+    where
+        O: Observer<E> + 'static,
+    {
+        self.plan.observer = Some(Box::new(observer));
         self
     }
 
-    /// Builds the saga: sizes the lanes (one per step that can be in flight
-    /// at a time), their wakers and timers, once for every run.
-    pub fn build(self) -> Saga<E, S>
+    /// [`SagaBuilder::classify`] for a [`LocalSaga`](crate::LocalSaga): the
+    /// classifier need not be `Send` or `Sync`.
+    ///
+    /// # Examples
+    ///
+    /// A classifier and an observer that share an `Rc<RefCell<..>>`:
+    ///
+    /// ```
+    /// use std::cell::RefCell;
+    /// use std::rc::Rc;
+    /// use saga_core::{Handling, Observer, Recovery, SagaBuilder, StepRef};
+    ///
+    /// struct Log(Rc<RefCell<Vec<String>>>);
+    /// impl Observer<&'static str> for Log {
+    ///     fn action_failed(&self, step: StepRef<'_>, _: u32, error: &&'static str) {
+    ///         self.0.borrow_mut().push(format!("step {} failed: {error}", step.index));
+    ///     }
+    /// }
+    ///
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// let seen = log.clone();
+    /// let mut saga = SagaBuilder::new_local()
+    ///     .add_step(|| async { Err::<(), _>("disk") }, || async { Ok(()) })
+    ///     .observer(Log(log.clone()))
+    ///     .classify(move |error: &&'static str| {
+    ///         seen.borrow_mut().push(format!("classified {error}"));
+    ///         Recovery::Propagate
+    ///     })
+    ///     .build();
+    ///
+    /// let error = smol::block_on(saga.run()).unwrap_err();
+    /// assert_eq!(error.handling(), Handling::Propagated);
+    /// // The observer hears of the failure, then the classifier decides.
+    /// assert_eq!(*log.borrow(), ["step 0 failed: disk", "classified disk"]);
+    /// ```
+    pub fn classify<F>(mut self, classify: F) -> Self
     where
-        S: Step<E>,
+        F: Fn(&E) -> Recovery + 'static,
     {
-        let lanes = self.plan.lanes(self.steps.len());
-        let scratch = Scratch::new(lanes, self.plan.widest_group());
-        let clock = self.clock.map(|clock| SagaClock {
-            timers: (clock.timers)(lanes),
-            timed_out: clock.timed_out,
-        });
-        Saga::from_parts(self.steps, self.plan, scratch, clock)
+        self.plan.classify = Some(Box::new(classify));
+        self
     }
 }
 
-impl<E, S: ?Sized, T> fmt::Debug for SagaBuilder<E, S, T> {
+impl<E, S: ?Sized + SagaKind<E>, T> fmt::Debug for SagaBuilder<E, S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SagaBuilder")
             .field("steps", &self.steps.len())

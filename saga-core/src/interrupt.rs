@@ -90,9 +90,9 @@ impl From<Aborted> for &'static str {
     }
 }
 
-/// A step panicked. The core cannot catch panics (it has no `std`); runtime
-/// adapters do, and report them through
-/// [`Run::fail_in_flight`](crate::Run::fail_in_flight) as `E::from(Panicked)`,
+/// A step panicked. The core cannot catch panics (it has no `std`);
+/// `rt::CatchPanics` (with the `std` [feature](crate#features)) and the
+/// runtime adapters do, and report them as `E::from(Panicked)`,
 /// so a saga that catches panics needs `E: From<Panicked>`. `String`,
 /// `Box<dyn Error + Send + Sync>` and `anyhow::Error` have it already (with
 /// the message); `&'static str` has not, as it could not keep the message.

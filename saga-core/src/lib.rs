@@ -124,6 +124,8 @@ mod error;
 mod fn_step;
 mod group;
 mod interrupt;
+mod kind;
+pub mod marker;
 mod observer;
 mod plan;
 mod policy;
@@ -134,24 +136,25 @@ mod run;
 mod saga;
 mod sleep;
 mod step;
+pub mod testing;
 #[cfg(feature = "tracing")]
 mod trace;
 mod typed_step;
 
 pub use abort::AbortHandle;
-pub use builder::{LocalSagaBuilder, SagaBuilder, StepSlot};
+pub use builder::{LocalSagaBuilder, SagaBuilder};
 pub use error::{Handling, SagaError, StepFailure, StopReason};
 pub use fn_step::FnStep;
-pub use group::ParallelGroup;
+pub use group::{GroupBuilder, ParallelGroup};
 pub use interrupt::{Aborted, Panicked, TimedOut};
 pub use observer::{Observer, StepRef};
 pub use policy::{AllowedIn, CompensationMode, InFlight, Recovery, StepPolicy, Timed, Untimed};
 pub use retry::Retry;
 pub use run::Run;
 pub use saga::{LocalSaga, Saga};
-pub use sleep::{Discard, Sleeper};
+pub use sleep::Sleeper;
 pub use step::Step;
-pub use typed_step::{ByOption, ByRef, ByValue, Handoff, TypedStep};
+pub use typed_step::TypedStep;
 
 // The README's examples are compiled and run as doctests (one of them shows
 // the `std` feature's `rt::detach`).

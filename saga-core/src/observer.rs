@@ -25,7 +25,7 @@ pub struct StepRef<'a> {
 /// observer that panics is a bug: the panic unwinds out of the run's `poll`,
 /// and under `rt::CatchPanics` (or a runtime adapter's `spawn`) the observer
 /// is not called again in that run and, before the compensations, the run
-/// fails with the panic (see [`Run::fail_in_flight`](crate::Run::fail_in_flight)). It is `no_std`: a
+/// fails with the panic (see the table on `rt::CatchPanics`). It is `no_std`: a
 /// recorder, a logger or a metrics sink all fit. Set one with
 /// [`SagaBuilder::observer`](crate::SagaBuilder::observer); a saga without
 /// one pays a single branch per transition.

@@ -6,31 +6,28 @@ use alloc::vec::Vec;
 use core::time::Duration;
 
 use crate::group::GroupSpec;
+use crate::marker::SagaKind;
 use crate::policy::{Effective, Overrides, PolicyData};
-use crate::{CompensationMode, InFlight, Observer, Recovery};
-
-/// Decides what a failed action's error leads to.
-pub(crate) type Classifier<E> = Box<dyn Fn(&E) -> Recovery + Send + Sync>;
-
-/// The observer, as a saga stores it.
-pub(crate) type SharedObserver<E> = dyn Observer<E> + Send + Sync;
+use crate::{CompensationMode, InFlight};
 
 /// The immutable part of a saga: a run borrows it and owns only its own
-/// progress (see `run`).
-pub(crate) struct Plan<E> {
-    pub(crate) classify: Option<Classifier<E>>,
+/// progress (see `run`). Its callbacks are stored as the saga's kind `S`
+/// says (`Send + Sync` in a `Saga`).
+pub(crate) struct Plan<E, S: ?Sized + SagaKind<E>> {
+    // Decides what a failed action's error leads to.
+    pub(crate) classify: Option<Box<S::Classifier>>,
     pub(crate) compensation_mode: CompensationMode,
     pub(crate) on_abort: InFlight,
     pub(crate) defaults: PolicyData,
     // Sorted by step index.
     pub(crate) overrides: Overrides,
     pub(crate) saga_timeout: Option<Duration>,
-    pub(crate) observer: Option<Box<SharedObserver<E>>>,
+    pub(crate) observer: Option<Box<S::Observer>>,
     // Sorted, disjoint, non-empty member ranges.
     pub(crate) groups: Vec<GroupSpec>,
 }
 
-impl<E> Default for Plan<E> {
+impl<E, S: ?Sized + SagaKind<E>> Default for Plan<E, S> {
     fn default() -> Self {
         Plan {
             classify: None,
@@ -45,7 +42,7 @@ impl<E> Default for Plan<E> {
     }
 }
 
-impl<E> Plan<E> {
+impl<E, S: ?Sized + SagaKind<E>> Plan<E, S> {
     /// The retry and timeout settings of `step`.
     pub(crate) fn step(&self, step: usize) -> Effective<'_> {
         Effective::lookup(&self.overrides, &self.defaults, step)

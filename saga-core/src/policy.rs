@@ -94,10 +94,11 @@ pub enum Timed {}
 /// # Examples
 ///
 /// ```
+/// use saga_core::marker::SagaKind;
 /// use saga_core::{AllowedIn, Retry, SagaBuilder};
 ///
 /// /// Sets the default action retry policy of any builder that can take it.
-/// fn retried<E, S: ?Sized, T, P: AllowedIn<T>>(
+/// fn retried<E, S: ?Sized + SagaKind<E>, T, P: AllowedIn<T>>(
 ///     builder: SagaBuilder<E, S, T>,
 ///     retry: Retry<P>,
 /// ) -> SagaBuilder<E, S, T> {

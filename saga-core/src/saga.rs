@@ -5,9 +5,9 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::pin::Pin;
 
+use crate::marker::SagaKind;
 use crate::plan::Plan;
 use crate::run::Scratch;
-use crate::sleep::Timers;
 use crate::{CompensationMode, Run, Step, TimedOut};
 
 /// A saga: an ordered list of steps, run with [`Saga::run`].
@@ -32,21 +32,23 @@ use crate::{CompensationMode, Run, Step, TimedOut};
 /// assert!(smol::block_on(saga.run()).is_ok());
 /// assert!(smol::block_on(saga.run()).is_ok()); // and again
 /// ```
-pub struct Saga<E, S: ?Sized = dyn Step<E> + Send + 'static> {
+pub struct Saga<E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
     steps: Vec<Pin<Box<S>>>,
-    plan: Plan<E>,
+    plan: Plan<E, S>,
     scratch: Scratch<E>,
-    clock: Option<SagaClock<E>>,
+    clock: Option<SagaClock<E, S>>,
 }
 
 /// The saga's timers, boxed once at build, and how a timeout becomes an `E`.
-pub(crate) struct SagaClock<E> {
-    pub(crate) timers: Box<dyn Timers>,
+pub(crate) struct SagaClock<E, S: ?Sized + SagaKind<E>> {
+    pub(crate) timers: Box<S::Timers>,
     pub(crate) timed_out: fn(TimedOut) -> E,
 }
 
-/// A [`Saga`] whose steps need not be `Send`: built with
-/// [`SagaBuilder::new_local`](crate::SagaBuilder::new_local), same API.
+/// A [`Saga`] whose steps, observer, classifier and sleeper need not be
+/// `Send` (or `Sync`): built with
+/// [`SagaBuilder::new_local`](crate::SagaBuilder::new_local), same API. Its
+/// run future is not `Send`; run it on a single-threaded executor.
 ///
 /// # Examples
 ///
@@ -68,12 +70,12 @@ pub(crate) struct SagaClock<E> {
 /// ```
 pub type LocalSaga<E> = Saga<E, dyn Step<E> + 'static>;
 
-impl<E, S: ?Sized + Step<E>> Saga<E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
     pub(crate) fn from_parts(
         steps: Vec<Pin<Box<S>>>,
-        plan: Plan<E>,
+        plan: Plan<E, S>,
         scratch: Scratch<E>,
-        clock: Option<SagaClock<E>>,
+        clock: Option<SagaClock<E, S>>,
     ) -> Self {
         Saga {
             steps,
@@ -94,10 +96,10 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     /// running to the end, spawn it with a runtime adapter
     /// (`saga_tokio::spawn`) rather than racing it in a `select!`.
     pub fn run(&mut self) -> Run<'_, E, S> {
-        let timers = self.clock.as_mut().map(|clock| {
-            let timers: &mut (dyn Timers + 'static) = &mut *clock.timers;
-            (timers, clock.timed_out)
-        });
+        let timers = self
+            .clock
+            .as_mut()
+            .map(|clock| (&mut *clock.timers, clock.timed_out));
         Run::new(&mut self.steps, &self.plan, &mut self.scratch, timers)
     }
 
@@ -127,7 +129,7 @@ impl<E, S: ?Sized + Step<E>> Saga<E, S> {
     }
 }
 
-impl<E, S: ?Sized> fmt::Debug for Saga<E, S> {
+impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for Saga<E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Saga")
             .field("steps", &self.steps.len())

@@ -78,8 +78,10 @@ impl<F> fmt::Debug for Discard<F> {
 /// Which of a saga's timers: the saga's deadline, or the one of a lane (the
 /// timeout or the backoff of the step running in that lane, never both at
 /// once).
+// Public (in this private module) because `SagaKind` names `Timers`, whose
+// methods name it; users never see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Slot {
+pub enum Slot {
     Saga,
     Lane(usize),
 }
@@ -96,8 +98,13 @@ impl Slot {
 
 /// A saga's timers: a sleeper and the sleeps in flight, one slot per lane
 /// plus one for the deadline, boxed once when the saga is built so that runs
-/// allocate nothing to keep time.
-pub(crate) trait Timers: Send {
+/// allocate nothing to keep time. Public (in this private module) because
+/// `SagaKind` names it: a `Saga` stores `dyn Timers + Send`, a `LocalSaga`
+/// `dyn Timers`; users never see it.
+pub trait Timers {
+    /// Makes room for `lanes` lane timers (and the deadline's), all stopped;
+    /// called once, by `build`.
+    fn set_lanes(&mut self, lanes: usize);
     /// Starts (or restarts) a timer.
     fn start(&mut self, slot: Slot, duration: Duration);
     /// Stops a timer; it then never elapses.
@@ -114,10 +121,11 @@ pub(crate) struct SleeperTimers<S: Sleeper> {
 }
 
 impl<S: Sleeper> SleeperTimers<S> {
-    pub(crate) fn new(sleeper: S, lanes: usize) -> Self {
+    /// No slots until `set_lanes`.
+    pub(crate) fn new(sleeper: S) -> Self {
         SleeperTimers {
             sleeper,
-            slots: (0..=lanes).map(|_| Box::pin(None)).collect(),
+            slots: Vec::new(),
         }
     }
 
@@ -130,11 +138,11 @@ impl<S: Sleeper> SleeperTimers<S> {
     }
 }
 
-impl<S> Timers for SleeperTimers<S>
-where
-    S: Sleeper + Send,
-    S::Sleep: Send,
-{
+impl<S: Sleeper> Timers for SleeperTimers<S> {
+    fn set_lanes(&mut self, lanes: usize) {
+        self.slots = (0..=lanes).map(|_| Box::pin(None)).collect();
+    }
+
     fn start(&mut self, slot: Slot, duration: Duration) {
         let sleep = self.sleeper.sleep(duration);
         self.slot(slot).set(Some(sleep));

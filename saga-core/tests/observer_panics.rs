@@ -1,15 +1,13 @@
 //! An observer that panics is muted for the rest of the run, and its panic
-//! is charged where the run documents it (`Run::fail_in_flight`): to the
-//! attempt whose failure (or retry) it was being told of.
+//! is charged where `rt::CatchPanics` documents it: to the attempt whose
+//! failure (or retry) it was being told of.
 #![allow(clippy::std_instead_of_core, clippy::std_instead_of_alloc)]
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll, Waker};
 
-use saga_core::{Observer, Retry, Run, SagaBuilder, SagaError, StepRef};
+use saga_core::rt::CatchPanics;
+use saga_core::{Observer, Panicked, Retry, Run, SagaBuilder, SagaError, StepRef};
 
 #[derive(Debug, PartialEq)]
 enum Error {
@@ -17,17 +15,16 @@ enum Error {
     Panicked,
 }
 
-/// Polls `run` to completion, turning each panic into `fail_in_flight`.
-fn drive(run: Run<'_, Error>) -> Result<(), SagaError<Error>> {
-    let mut run = pin!(run);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut cx))) {
-            Ok(Poll::Ready(result)) => return result,
-            Ok(Poll::Pending) => {}
-            Err(_) => run.as_mut().get_mut().fail_in_flight(Error::Panicked),
-        }
+impl From<Panicked> for Error {
+    fn from(_: Panicked) -> Self {
+        Error::Panicked
     }
+}
+
+/// Runs `run` to completion under `CatchPanics`: each panic fails what was
+/// panicking with `Error::Panicked`.
+fn drive(run: Run<'_, Error>) -> Result<(), SagaError<Error>> {
+    smol::block_on(CatchPanics::new(run))
 }
 
 #[derive(Default)]

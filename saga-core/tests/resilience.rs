@@ -723,28 +723,31 @@ fn real_timers_on_smol() {
     assert!(error.is_fully_compensated());
 }
 
-/// Polls `run` to completion, turning each panic into `fail_in_flight`, as a
-/// runtime adapter does.
+/// Runs `run` to completion under `rt::CatchPanics`, as a runtime adapter
+/// does (each panic fails what was panicking with `TestError::Fatal`), and
+/// counts the panics it caught.
 fn run_catching_panics(
-    mut run: saga_core::Run<'_, TestError>,
+    run: saga_core::Run<'_, TestError>,
 ) -> (Result<(), SagaError<TestError>>, usize) {
-    use std::future::Future;
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-    use std::task::{Context, Poll, Waker};
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut panics = 0;
-    loop {
-        match catch_unwind(AssertUnwindSafe(|| {
-            std::pin::Pin::new(&mut run).poll(&mut cx)
-        })) {
-            Ok(Poll::Ready(result)) => return (result, panics),
-            Ok(Poll::Pending) => {}
-            Err(_) => {
-                panics += 1;
-                run.fail_in_flight(TestError::Fatal);
-            }
-        }
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        // `Some` while this thread counts its panics (and keeps them quiet).
+        static PANICS: Cell<Option<usize>> = const { Cell::new(None) };
     }
+    static COUNT_PANICS: Once = Once::new();
+    COUNT_PANICS.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| match PANICS.get() {
+            Some(count) => PANICS.set(Some(count + 1)),
+            None => previous(info),
+        }));
+    });
+    PANICS.set(Some(0));
+    let result = smol::block_on(saga_core::rt::CatchPanics::new(run));
+    let panics = PANICS.take().unwrap_or_default();
+    (result, panics)
 }
 
 #[test]

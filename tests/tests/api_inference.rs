@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use saga_core::marker::SagaKind;
 use saga_core::{
     AbortHandle, Aborted, AllowedIn, FnStep, Handling, InFlight, LocalSaga, Panicked, Recovery,
     Retry, Saga, SagaBuilder, SagaError, StepPolicy, Timed, TimedOut, TypedStep, Untimed,
@@ -455,8 +456,10 @@ fn local_builder_infers_the_error_type() {
 // ---------------------------------------------------------------------------
 
 /// Immediate retries for any builder: `Send` or local, with or without a
-/// sleeper. No bound on the timing marker, none on the step type.
-fn with_retries<E, S: ?Sized, T>(builder: SagaBuilder<E, S, T>) -> SagaBuilder<E, S, T> {
+/// sleeper. No bound on the timing marker; the step type is any kind.
+fn with_retries<E, S: ?Sized + SagaKind<E>, T>(
+    builder: SagaBuilder<E, S, T>,
+) -> SagaBuilder<E, S, T> {
     builder
         .action_retry(Retry::attempts(3))
         .compensation_retry(Retry::attempts(2))
@@ -475,7 +478,7 @@ fn with_flaky_step<T>(
 }
 
 /// A policy of any timing, passed on: bounded with `AllowedIn`.
-fn with_policy<E, S: ?Sized, T, P: AllowedIn<T>>(
+fn with_policy<E, S: ?Sized + SagaKind<E>, T, P: AllowedIn<T>>(
     builder: SagaBuilder<E, S, T>,
     retry: Retry<P>,
 ) -> SagaBuilder<E, S, T> {
@@ -483,7 +486,9 @@ fn with_policy<E, S: ?Sized, T, P: AllowedIn<T>>(
 }
 
 /// A backoff and timeouts, for builders that have a sleeper.
-fn with_backoff<E, S: ?Sized>(builder: SagaBuilder<E, S, Timed>) -> SagaBuilder<E, S, Timed> {
+fn with_backoff<E, S: ?Sized + SagaKind<E>>(
+    builder: SagaBuilder<E, S, Timed>,
+) -> SagaBuilder<E, S, Timed> {
     builder
         .action_retry(
             Retry::attempts(3).exponential(Duration::from_millis(1), Duration::from_millis(2)),

@@ -1,4 +1,4 @@
-//! Repeat injection (`saga_tests::Repeat` and `saga_tests::repeat_fn`): it
+//! Repeat injection (`saga_core::testing::Repeat` and `repeat_fn`): it
 //! finds steps that are not idempotent, passes steps that are, and leaves the
 //! saga's failure handling unchanged.
 #![allow(
@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use saga_core::testing::{Repeat, repeat_fn};
 use saga_core::{CompensationMode, FnStep, Saga, SagaBuilder, Step, TypedStep};
-use saga_tests::{Repeat, repeat_fn};
 use support::{CustomStep, Event, Kind, Ledger, Shape, StepSpec, TestError, model};
 
 /// Runs `saga` once on the adversarial executor.

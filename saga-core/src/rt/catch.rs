@@ -7,6 +7,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::panic::catch_unwind;
 
+use crate::marker::SagaKind;
 use crate::{Panicked, Run, SagaError, Step};
 
 /// A saga [`Run`] in which a panicking action or compensation counts as a
@@ -14,13 +15,24 @@ use crate::{Panicked, Run, SagaError, Step};
 ///
 /// It polls the run under `std::panic::catch_unwind`. When a step panics,
 /// the attempt in flight is cancelled and fails with `E::from(Panicked)`,
-/// which carries the panic message (see
-/// [`Run::fail_in_flight`](crate::Run::fail_in_flight)): a panicking
-/// action counts as failed and possibly applied, so it is retried or
-/// compensated like any failed action; a panicking compensation counts as a
-/// failed compensation. The panic goes no further than this future.
-/// [`detach`](super::detach) (and so the runtime adapters' `spawn`) wraps every run in it;
-/// wrap a run yourself to get the same when you `.await` it in place.
+/// which carries the panic message: a panicking action counts as failed and
+/// possibly applied, so it is retried or compensated like any failed action;
+/// a panicking compensation counts as a failed compensation. The panic goes
+/// no further than this future. [`detach`](super::detach) (and so the
+/// runtime adapters' `spawn`) wraps every run in it; wrap a run yourself to
+/// get the same when you `.await` it in place.
+///
+/// What a panic fails, with `E::from(Panicked)`, depends on what panicked:
+///
+/// | what panicked | what fails |
+/// | --- | --- |
+/// | a step's action or compensation | that attempt, [cancelled](crate::Step::cancel) first: an action counts as failed and possibly applied (retried by its policy, then compensated), a compensation as failed (retried by its policy) |
+/// | the classifier, or a retry's jitter function | the attempt it was deciding about, for good: no retry; the classifier is not asked again in this run (its errors are compensated) nor the jitter function (delays are used as computed) |
+/// | the sleeper (starting or polling a timer) | the attempt it was timing, cut short, for good; the run keeps no more time (no timeout, retries without waiting). For the saga's deadline: the forward phase, as below |
+/// | the observer | it is not called again in this run. Told of an attempt's failure (or its retry), that attempt fails with the panic instead (for good, when told of a retry); told of anything else, the forward phase fails with the panic: no further action starts, those in flight finish, and the saga compensates. While compensating, or once the run finished, nothing else changes |
+///
+/// Either way the run goes on: a callback that panics every time is called
+/// at most once per run, so the run always ends.
 ///
 /// The panic hook still runs (by default it prints the panic to stderr). A
 /// program built with `panic = "abort"` cannot catch panics: it aborts as
@@ -55,11 +67,11 @@ use crate::{Panicked, Run, SagaError, Step};
 /// assert!(error.is_fully_compensated()); // steps 1 and 0 were undone
 /// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct CatchPanics<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
+pub struct CatchPanics<'a, E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
     run: Run<'a, E, S>,
 }
 
-impl<'a, E, S: ?Sized + Step<E>> CatchPanics<'a, E, S> {
+impl<'a, E, S: ?Sized + SagaKind<E>> CatchPanics<'a, E, S> {
     /// Wraps a run (as returned by `Saga::run`, possibly made
     /// [abortable](crate::Run::abortable)).
     pub fn new(run: Run<'a, E, S>) -> Self {
@@ -67,7 +79,7 @@ impl<'a, E, S: ?Sized + Step<E>> CatchPanics<'a, E, S> {
     }
 }
 
-impl<E: From<Panicked>, S: ?Sized + Step<E>> Future for CatchPanics<'_, E, S> {
+impl<E: From<Panicked>, S: ?Sized + SagaKind<E>> Future for CatchPanics<'_, E, S> {
     type Output = Result<(), SagaError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -90,7 +102,7 @@ impl<E: From<Panicked>, S: ?Sized + Step<E>> Future for CatchPanics<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> fmt::Debug for CatchPanics<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for CatchPanics<'_, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CatchPanics")
             .field("run", &self.run)

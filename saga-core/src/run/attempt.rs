@@ -8,9 +8,10 @@ use core::time::Duration;
 use super::observe::Transition;
 use super::scratch::{Lane, Outcome, Stage};
 use super::{Calling, Ending, Interrupted, Kind, Run};
+use crate::marker::SagaKind;
 use crate::retry::RetrySpec;
 use crate::sleep::Slot;
-use crate::{Recovery, Step, StepFailure, StopReason};
+use crate::{Recovery, StepFailure, StopReason};
 
 /// How a lane's step ended.
 pub(super) enum AttemptEnd<E> {
@@ -20,7 +21,7 @@ pub(super) enum AttemptEnd<E> {
     Cancelled,
 }
 
-impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
     /// Starts the first attempt at `kind` of `step`, in `lane`.
     #[inline(always)]
     pub(super) fn start_attempt(&mut self, lane: usize, step: usize, kind: Kind) {

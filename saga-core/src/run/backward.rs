@@ -6,9 +6,10 @@ use core::task::{Context, Poll};
 
 use super::attempt::AttemptEnd;
 use super::{Kind, Phase, Run, Wave};
-use crate::{CompensationMode, Step};
+use crate::CompensationMode;
+use crate::marker::SagaKind;
 
-impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
     /// The backward wave over the steps below `end`.
     pub(super) fn backward_wave(&mut self, end: usize) -> Phase {
         let Some(last) = end.checked_sub(1) else {

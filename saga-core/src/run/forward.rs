@@ -10,8 +10,9 @@ use super::observe::Transition;
 use super::scratch::{Lane, Outcome, Stage};
 use super::wakers::WORD;
 use super::{Ending, Interrupted, Kind, Phase, Run, Wave};
+use crate::marker::SagaKind;
 use crate::sleep::Slot;
-use crate::{Handling, InFlight, Recovery, SagaError, Step, StepFailure, StopReason};
+use crate::{Handling, InFlight, Recovery, SagaError, StepFailure, StopReason};
 
 /// Where `step`'s outcome is kept while its wave runs.
 #[inline]
@@ -28,7 +29,7 @@ impl Ending {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
     /// The forward wave from `start`: a parallel group, or the single steps
     /// up to the next group.
     pub(super) fn forward_wave(&mut self, start: usize) -> Phase {

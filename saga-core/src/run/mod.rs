@@ -40,9 +40,10 @@ use core::time::Duration;
 pub(crate) use scratch::Scratch;
 use scratch::{Panic, Stage};
 
-use crate::plan::{Plan, SharedObserver};
+use crate::marker::SagaKind;
+use crate::plan::Plan;
 use crate::sleep::{Slot, Timers};
-use crate::{AbortHandle, Aborted, SagaError, Step, StepFailure, StopReason, TimedOut};
+use crate::{AbortHandle, Aborted, Observer, SagaError, Step, StepFailure, StopReason, TimedOut};
 
 /// The future of one saga run, returned by [`Saga::run`](crate::Saga::run).
 ///
@@ -65,19 +66,21 @@ use crate::{AbortHandle, Aborted, SagaError, Step, StepFailure, StopReason, Time
 ///
 /// Polling a `Run` after it returned `Ready` panics. A panic in a step or in
 /// a callback of the saga (classifier, jitter function, observer, sleeper)
-/// unwinds out of `poll`; see [`Run::fail_in_flight`] for how a runtime
-/// adapter turns it into a failure of the run instead.
+/// unwinds out of `poll`. Wrapped in `rt::CatchPanics` (with the `std`
+/// [feature](crate#features); `rt::detach` and the runtime adapters' `spawn`
+/// wrap every run in it), the panic instead fails what was panicking, and
+/// the saga compensates by its rules.
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
+pub struct Run<'a, E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
     steps: &'a mut [Pin<Box<S>>],
-    plan: &'a Plan<E>,
+    plan: &'a Plan<E, S>,
     scratch: &'a mut Scratch<E>,
     // `None` without a sleeper, and once the sleeper panicked.
-    timers: Option<&'a mut (dyn Timers + 'static)>,
+    timers: Option<&'a mut S::Timers>,
     timed_out: Option<fn(TimedOut) -> E>,
     abort: Option<Abort<E>>,
     // `None` without an observer, and once the observer panicked.
-    observer: Option<&'a SharedObserver<E>>,
+    observer: Option<&'a S::Observer>,
     // The classifier or the jitter functions panicked in this run: they are
     // not asked again.
     classifier_muted: bool,
@@ -112,7 +115,7 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
 }
 
 /// The saga's timers as a run borrows them, and how a timeout becomes an `E`.
-pub(crate) type BorrowedClock<'a, E> = (&'a mut (dyn Timers + 'static), fn(TimedOut) -> E);
+pub(crate) type BorrowedClock<'a, E, S> = (&'a mut <S as SagaKind<E>>::Timers, fn(TimedOut) -> E);
 
 struct Abort<E> {
     handle: AbortHandle,
@@ -195,12 +198,12 @@ enum Calling {
     Observer,
 }
 
-impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
+impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
     pub(crate) fn new(
         steps: &'a mut [Pin<Box<S>>],
-        plan: &'a Plan<E>,
+        plan: &'a Plan<E, S>,
         scratch: &'a mut Scratch<E>,
-        timers: Option<BorrowedClock<'a, E>>,
+        timers: Option<BorrowedClock<'a, E, S>>,
     ) -> Self {
         let (timers, timed_out) = match timers {
             Some((timers, timed_out)) => (Some(timers), Some(timed_out)),
@@ -253,62 +256,12 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
     /// Tells the run that its last poll panicked, with `error` standing for
     /// the panic; the run goes on by the saga's rules when polled again.
-    ///
-    /// This is how a runtime adapter turns a panic into a failure rather than
-    /// an unwinding task: it polls the run under `catch_unwind` and, on a
-    /// panic, calls `fail_in_flight(E::from(Panicked::from_payload(..)))`
-    /// (as [`rt::CatchPanics`](crate#features) does). What the panic fails
-    /// depends on what panicked:
-    ///
-    /// | what panicked | what fails with `error` |
-    /// | --- | --- |
-    /// | a step's action or compensation | that attempt, [cancelled](Step::cancel) first: an action counts as failed and possibly applied (retried by its policy, then compensated), a compensation as failed (retried by its policy) |
-    /// | the classifier, or a retry's jitter function | the attempt it was deciding about, for good: no retry; the classifier is not asked again in this run (its errors are compensated) nor the jitter function (delays are used as computed) |
-    /// | the sleeper (starting or polling a timer) | the attempt it was timing, cut short, for good; the run keeps no more time (no timeout, retries without waiting). For the saga's deadline: the forward phase, as below |
-    /// | the observer | it is not called again in this run. Told of an attempt's failure (or its retry), that attempt fails with `error` instead (for good, when told of a retry); told of anything else, the forward phase fails with `error`: no further action starts, those in flight finish, and the saga compensates. While compensating, or once the run finished, nothing else changes |
-    ///
-    /// Either way the run ends: a callback that panics every time is called
-    /// at most once per run, so polling again always makes progress.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::panic::{AssertUnwindSafe, catch_unwind};
-    /// use std::pin::pin;
-    /// use std::task::{Context, Poll, Waker};
-    /// use saga_core::{Panicked, SagaBuilder};
-    ///
-    /// #[derive(Debug, PartialEq)]
-    /// struct Error(String);
-    /// impl From<Panicked> for Error {
-    ///     fn from(panic: Panicked) -> Self { Error(panic.message().to_owned()) }
-    /// }
-    ///
-    /// let mut saga = SagaBuilder::new()
-    ///     .add_step(|| async { Ok(()) }, || async { Ok(()) })
-    ///     .add_step(
-    ///         || async { if true { panic!("bug in step 1") } Ok::<_, Error>(()) },
-    ///         || async { Ok(()) },
-    ///     )
-    ///     .build();
-    ///
-    /// let mut run = pin!(saga.run());
-    /// let mut cx = Context::from_waker(Waker::noop());
-    /// let result = loop {
-    ///     match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(&mut cx))) {
-    ///         Ok(Poll::Ready(result)) => break result,
-    ///         Ok(Poll::Pending) => {}
-    ///         Err(payload) => {
-    ///             let panic = Panicked::from_payload(payload.as_ref());
-    ///             run.as_mut().get_mut().fail_in_flight(Error::from(panic));
-    ///         }
-    ///     }
-    /// };
-    /// let error = result.unwrap_err();
-    /// assert_eq!(*error.error(), Error("bug in step 1".into()));
-    /// assert!(error.is_fully_compensated());
-    /// ```
-    pub fn fail_in_flight(&mut self, error: E) {
+    /// `rt::CatchPanics` calls it; what the panic fails is the table in its
+    /// docs, decided by `calling` (what was being called when it panicked).
+    /// A callback that panicked is not called again in this run, so polling
+    /// again always makes progress.
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    pub(crate) fn fail_in_flight(&mut self, error: E) {
         // The panic may have cut short a poll of several lanes: those woken
         // and not polled yet are polled next time.
         if let Some(wakers) = &self.scratch.wakers {
@@ -488,9 +441,9 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
 
 // The run never pins its fields (steps and timers are pinned in their own
 // boxes), so it is `Unpin` whatever `E` is.
-impl<E, S: ?Sized + Step<E>> Unpin for Run<'_, E, S> {}
+impl<E, S: ?Sized + SagaKind<E>> Unpin for Run<'_, E, S> {}
 
-impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Future for Run<'_, E, S> {
     type Output = Result<(), SagaError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -520,7 +473,7 @@ impl<E, S: ?Sized + Step<E>> Future for Run<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Drop for Run<'_, E, S> {
     fn drop(&mut self) {
         // Dropped mid-step: drop what is in flight now, not at the next run.
         for lane in 0..self.scratch.lane_count() {
@@ -539,7 +492,7 @@ impl<E, S: ?Sized + Step<E>> Drop for Run<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + Step<E>> fmt::Debug for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for Run<'_, E, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Run")
             .field("steps", &self.steps.len())

@@ -5,8 +5,8 @@
 use core::time::Duration;
 
 use super::{Calling, Kind, Run};
-use crate::plan::SharedObserver;
-use crate::{Step, StepRef};
+use crate::marker::SagaKind;
+use crate::{Observer, StepRef};
 
 /// A transition, for the observer (and `tracing`).
 pub(super) enum Transition<'e, E> {
@@ -20,7 +20,7 @@ pub(super) enum Transition<'e, E> {
     DeadlinePassed,
 }
 
-impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
     #[inline(always)]
     pub(super) fn transition(&mut self, step: usize, transition: Transition<'_, E>) {
         #[cfg(feature = "tracing")]
@@ -41,7 +41,10 @@ impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
 }
 
 #[inline(always)]
-fn notify<E>(observer: &SharedObserver<E>, at: StepRef<'_>, transition: Transition<'_, E>) {
+fn notify<E, O>(observer: &O, at: StepRef<'_>, transition: Transition<'_, E>)
+where
+    O: ?Sized + Observer<E>,
+{
     match transition {
         Transition::Started(Kind::Action, attempt) => observer.action_started(at, attempt),
         Transition::Started(Kind::Compensation, attempt) => {

@@ -12,10 +12,10 @@ use core::task::{Context, Poll};
 use super::attempt::AttemptEnd;
 use super::scratch::{Outcome, Stage};
 use super::{Kind, Run};
-use crate::Step;
+use crate::marker::SagaKind;
 use crate::sleep::Slot;
 
-impl<E, S: ?Sized + Step<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
     /// A forward sequence of single steps; an abort or the deadline is
     /// looked at before each. `Ready` when the wave is finished or halted.
     #[inline(never)]

@@ -192,6 +192,13 @@ impl From<saga_core::Aborted> for TestError {
     }
 }
 
+/// A panic caught by `rt::CatchPanics`: a fatal error.
+impl From<saga_core::Panicked> for TestError {
+    fn from(_: saga_core::Panicked) -> Self {
+        TestError::Fatal
+    }
+}
+
 impl std::fmt::Display for TestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(self, f)

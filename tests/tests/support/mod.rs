@@ -15,8 +15,9 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use saga_core::{
-    AbortHandle, Aborted, CompensationMode, FnStep, Handling, Observer, ParallelGroup, Recovery,
-    Retry, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut, TypedStep,
+    AbortHandle, Aborted, CompensationMode, FnStep, GroupBuilder, Handling, Observer,
+    ParallelGroup, Recovery, Retry, Saga, SagaBuilder, SagaError, Step, StepRef, TimedOut,
+    TypedStep,
 };
 
 // ---------------------------------------------------------------------------
@@ -796,6 +797,26 @@ pub fn build_grouped_with(shape: &GroupShape, ledger: &Ledger, extras: &Extras) 
 /// A builder of `Send` steps, with or without a sleeper.
 type Builder<T> = SagaBuilder<TestError, dyn Step<TestError> + Send + 'static, T>;
 
+/// The members of one of its groups.
+type Group<T> = GroupBuilder<TestError, dyn Step<TestError> + Send + 'static, T>;
+
+/// Adds a step to a [`Builder`] or to a [`Group`], for [`add_spec`].
+trait AddStep: Sized {
+    fn add<X: Step<TestError> + Send + 'static>(self, step: X) -> Self;
+}
+
+impl<T> AddStep for Builder<T> {
+    fn add<X: Step<TestError> + Send + 'static>(self, step: X) -> Self {
+        self.step(step)
+    }
+}
+
+impl<T> AddStep for Group<T> {
+    fn add<X: Step<TestError> + Send + 'static>(self, step: X) -> Self {
+        self.step(step)
+    }
+}
+
 fn populate<T>(
     builder: Builder<T>,
     shape: &GroupShape,
@@ -961,14 +982,14 @@ fn measure<S>(
     Checked::new(ledger, i, Measured::new(ledger, step, trigger))
 }
 
-fn add_spec<T>(
-    builder: Builder<T>,
+fn add_spec<B: AddStep>(
+    builder: B,
     i: usize,
     spec: StepSpec,
     flaky: Flaky,
     ledger: &Ledger,
     trigger: Option<AbortHandle>,
-) -> Builder<T> {
+) -> B {
     let (a, c) = (ledger.clone(), ledger.clone());
     let StepSpec {
         action_yields: ay,
@@ -978,7 +999,7 @@ fn add_spec<T>(
     let acts = Attempts::new(spec.action_fails, flaky.action);
     let undos = Attempts::new(spec.undo_fails, flaky.undo);
     match spec.kind {
-        Kind::Fn { compensate_failed } => builder.step(measure(
+        Kind::Fn { compensate_failed } => builder.add(measure(
             ledger,
             i,
             trigger,
@@ -988,7 +1009,7 @@ fn add_spec<T>(
             )
             .compensate_failed_action(compensate_failed),
         )),
-        Kind::ByValue => builder.step(measure(
+        Kind::ByValue => builder.add(measure(
             ledger,
             i,
             trigger,
@@ -1004,7 +1025,7 @@ fn add_spec<T>(
                 },
             ),
         )),
-        Kind::ByRef => builder.step(measure(
+        Kind::ByRef => builder.add(measure(
             ledger,
             i,
             trigger,
@@ -1022,7 +1043,7 @@ fn add_spec<T>(
         )),
         Kind::ByOption => {
             let last = acts.clone();
-            builder.step(measure(
+            builder.add(measure(
                 ledger,
                 i,
                 trigger,
@@ -1040,7 +1061,7 @@ fn add_spec<T>(
                 ),
             ))
         }
-        Kind::Custom { compensate_failed } => builder.step(measure(
+        Kind::Custom { compensate_failed } => builder.add(measure(
             ledger,
             i,
             trigger,
