@@ -39,6 +39,7 @@ use core::time::Duration;
 pub(crate) use scratch::Scratch;
 use scratch::{Panic, Stage};
 
+use crate::abort::Attachment;
 use crate::plan::{Plan, SharedObserver};
 use crate::sleep::{Slot, Timers};
 use crate::{AbortHandle, Aborted, SagaError, Step, TimedOut};
@@ -114,7 +115,9 @@ pub struct Run<'a, E, S: ?Sized + Step<E> = dyn Step<E> + Send + 'static> {
 pub(crate) type BorrowedClock<'a, E> = (&'a mut (dyn Timers + 'static), fn(TimedOut) -> E);
 
 struct Abort<E> {
-    handle: AbortHandle,
+    // Registered at the first poll of the forward phase, detached when it
+    // ends (or when the run is dropped).
+    handle: Attachment,
     aborted: fn(Aborted) -> E,
 }
 
@@ -237,7 +240,7 @@ impl<'a, E, S: ?Sized + Step<E>> Run<'a, E, S> {
         E: From<Aborted>,
     {
         self.abort = Some(Abort {
-            handle: handle.clone(),
+            handle: handle.attach(),
             aborted: E::from,
         });
         self
