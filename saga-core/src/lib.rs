@@ -75,7 +75,10 @@
 //! The core has no timer. Give a saga a [`Sleeper`] with
 //! [`SagaBuilder::sleeper`] to unlock retry backoff and timeouts (without
 //! one they do not compile). An [`AbortHandle`] attached with
-//! [`Run::abortable`] stops a run from anywhere and has it compensate.
+//! [`Run::abortable`] stops a run from anywhere and has it compensate; one
+//! handle may be shared by any number of runs, like a shutdown token, and
+//! wakes each of them when it aborts (without `std`, as many as its
+//! capacity; see [`AbortHandle`]).
 //!
 //! # Cancel safety
 //!

@@ -289,7 +289,8 @@ fn one_abort_ends_a_thousand_runs_waiting_forever_on_every_executor() {
 #[test]
 fn one_abort_from_another_thread_ends_a_thousand_spawned_runs() {
     type Task = Pin<Box<dyn Future<Output = Result<(), SagaError<Error>>> + Send>>;
-    let spawners: [(&str, fn(Task) -> Task); 3] = [
+    type Spawn = fn(Task) -> Task;
+    let spawners: [(&str, Spawn); 3] = [
         ("tokio multi-thread", |task| {
             let task = support::multi_thread_runtime().spawn(task);
             Box::pin(async move { task.await.expect("the task panicked") })
