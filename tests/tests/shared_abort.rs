@@ -468,3 +468,64 @@ fn an_abort_before_attach_stops_runs_before_their_first_action_on_every_executor
     let _watchdog = Watchdog::new("aborted before attach".into());
     on_every_executor(aborted_before_attach);
 }
+
+/// Threads attach runs to one handle and detach them (runs that end well,
+/// over and over, through the table and the list beyond it), while others
+/// wait in a run that never ends, and the test thread aborts at a random
+/// moment. Each run is driven by the adversarial executor (it parks until
+/// woken, alternates wakers so every poll re-registers, and fails on a lost
+/// wake-up): every waiting run must end, aborted and compensated, whether it
+/// registered before the abort, during it, or after it.
+#[test]
+fn attaching_and_detaching_while_another_thread_aborts_loses_no_run() {
+    const ROUNDS: usize = 300;
+    const WAITERS: usize = 3;
+    const CHURNERS: usize = 2;
+    let _watchdog = Watchdog::new("attach and detach during an abort".into());
+    let mut rng = fastrand::Rng::with_seed(0x5a6a);
+    for round in 0..ROUNDS {
+        let handle = AbortHandle::with_capacity(rng.usize(0..3));
+        let counts = Counts::new(WAITERS);
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|run| {
+                let (handle, mut saga) = (handle.clone(), hanging_saga(&counts, run));
+                std::thread::spawn(move || {
+                    support::block_on_adversarial(saga.run().abortable(&handle))
+                })
+            })
+            .collect();
+        let churners: Vec<_> = (0..CHURNERS)
+            .map(|_| {
+                let (handle, mut saga) = (handle.clone(), quick_saga(2));
+                std::thread::spawn(move || {
+                    while support::block_on_adversarial(saga.run().abortable(&handle)).is_ok() {}
+                })
+            })
+            .collect();
+        // Sometimes before every waiter is waiting, sometimes after.
+        if rng.bool() {
+            while counts.waiting.load(Ordering::SeqCst) < WAITERS {
+                std::thread::yield_now();
+            }
+        }
+        for _ in 0..rng.usize(0..20_000) {
+            std::hint::spin_loop();
+        }
+        handle.abort();
+        let results: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+        churners.into_iter().for_each(|c| c.join().unwrap());
+        for (run, result) in results.into_iter().enumerate() {
+            let error = result.expect_err("a waiting run succeeded");
+            assert!(
+                error.aborted() && error.is_fully_compensated(),
+                "round {round}"
+            );
+            // Stopped before step 1, or cut short in it.
+            assert_eq!(
+                counts.undone[run].load(Ordering::SeqCst),
+                usize::from(error.failed_step() == 1 || error.compensated_count() > 0)
+            );
+        }
+        assert_eq!(handle.attached_runs(), 0, "round {round}");
+    }
+}
