@@ -12,18 +12,22 @@
 //! - with `std`, the runs that find the table full go to a slab behind a
 //!   mutex, which grows to the most runs attached at once and no further
 //!   (vacant entries are reused).
-//! - without `std` there is no safe lock to grow a registry with, so runs
-//!   that find the table full register nothing: they try for a slot again at
-//!   each poll, and meanwhile see an abort at their next poll (when their
-//!   step in flight wakes them).
+//! - without `std`, safe `core` has nothing to share a growable structure
+//!   between threads with (only atomics and `AtomicWaker`), so runs that find
+//!   the table full register nothing: they try for a slot again at each poll,
+//!   and meanwhile see an abort at their next poll (when their step in flight
+//!   wakes them). A slot shared by those runs was not chosen: none of them
+//!   could take its own waker back out without maybe taking another's, so a
+//!   finished run's waker could stay there and be woken for a later run.
 //!
 //! A run registers once, keeps its slot (or slab key) and re-registers only
 //! when it is polled with a waker that would not wake the one it registered.
 //! It gives the slot back when its forward phase ends or when it is dropped,
-//! taking its waker out first, so that nothing it leaves can wake a later
-//! run. Nothing foreign (no waker's clone, wake or drop) runs under the mutex:
-//! a waker dropped there could drop a task holding another run attached to the
-//! same handle, which would lock it again.
+//! taking its waker out first: an abort that starts after that never wakes
+//! it (one already under way may still wake a waker it took while the run
+//! was attached). Nothing foreign (no waker's clone, wake or drop) runs under
+//! the mutex: a waker dropped there could drop a task holding another run
+//! attached to the same handle, which would lock it again.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
@@ -41,9 +45,9 @@ use futures_util::task::AtomicWaker;
 /// policy (let it finish by default, or cut it short), and compensates
 /// everything applied, in reverse. The run then fails with
 /// `E::from(Aborted)` and [`SagaError::aborted`](crate::SagaError::aborted)
-/// is `true`. Compensations already under way are never interrupted by an
-/// abort (rule 7 of the [crate docs](crate#the-rules) covers what is cut
-/// short).
+/// is `true`. An action cut short counts as failed and possibly applied
+/// (rule 7 of the [crate docs](crate#the-rules)); compensations already
+/// under way are never interrupted by an abort.
 ///
 /// An abort is permanent: a run given an aborted handle stops before its
 /// first action.
@@ -61,13 +65,13 @@ use futures_util::task::AtomicWaker;
 ///
 /// How many runs `abort` wakes depends on `std`:
 ///
-/// - A handle has a table of slots, lock-free, one per run attached (one
-///   slot unless made [`with_capacity`](AbortHandle::with_capacity)). This
-///   costs no allocation per run, with or without `std`.
+/// - A handle has a table of slots, each claimed lock-free by one attached
+///   run (one slot unless made [`with_capacity`](AbortHandle::with_capacity)).
+///   A slot costs a run no allocation, with or without `std`.
 /// - With saga-core's `std` feature (which the runtime adapters turn on),
 ///   runs beyond the table go to a list behind a mutex, which grows to the
-///   most runs ever attached at once (one allocation when it grows, none
-///   when it has room): every attached run is woken, however many.
+///   most runs ever attached at once (an allocation each time it grows, none
+///   while it has room): every attached run is woken, however many.
 /// - Without `std`, runs beyond the table are not registered: each tries
 ///   again for a slot at every poll and, until it gets one, sees an abort
 ///   only when it is next polled (when its step in flight wakes it). Give a
