@@ -214,14 +214,15 @@ impl AbortHandle {
         attached
     }
 
-    /// How many runs the handle has room for without growing: its table's
-    /// capacity, and with `std` the slab's entries (its high-water mark). For
-    /// tests: it must not grow with the number of runs that ended.
+    /// How many runs the handle has room for without allocating: its
+    /// table's capacity, and with `std` the slab's allocated entries (what
+    /// the most runs attached at once made it grow to). For tests: it must
+    /// not grow with the number of runs that ended.
     #[doc(hidden)]
     pub fn registry_slots(&self) -> usize {
         let slots = self.inner.table.capacity;
         #[cfg(feature = "std")]
-        let slots = slots + self.inner.slab().entries.len();
+        let slots = slots + self.inner.slab().entries.capacity();
         slots
     }
 

@@ -315,3 +315,31 @@ fn the_handle_is_clone_send_sync_debug_and_default() {
     let debug = format!("{handle:?}");
     assert!(debug.contains("aborted: true"), "{debug}");
 }
+
+#[test]
+fn rounds_of_runs_beyond_capacity_reuse_the_same_room() {
+    let undone = Arc::new(AtomicUsize::new(0));
+    let handle = AbortHandle::new();
+    let mut sagas = sagas(10, &undone);
+    let wakers: Vec<_> = (0..10).map(|_| counting_waker()).collect();
+    let mut room = None;
+    for _ in 0..100 {
+        let mut runs: Vec<_> = sagas
+            .iter_mut()
+            .map(|s| s.run().abortable(&handle))
+            .collect();
+        start_all(&mut runs, &wakers);
+        assert_eq!(handle.attached_runs(), if UNBOUNDED { 10 } else { 1 });
+        drop(runs); // mid-saga
+        assert_eq!(handle.attached_runs(), 0);
+        let slots = handle.registry_slots();
+        assert_eq!(*room.get_or_insert(slots), slots, "the registry grew");
+    }
+    handle.abort();
+    assert!(wakers.iter().all(|(_, wakes)| woken(wakes) == 0));
+    assert_eq!(
+        undone.load(Ordering::SeqCst),
+        0,
+        "dropped runs do not compensate"
+    );
+}

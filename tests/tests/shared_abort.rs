@@ -261,16 +261,12 @@ async fn thousand_runs_one_abort() {
     handle.abort();
     // Every run was woken by the abort itself, once, before anything polled.
     assert!(join.wakes().iter().all(|&wakes| wakes == 1));
-    let wakes_before = join.wakes();
     let results = join.await;
     check_aborted(results, &counts);
-    assert_eq!(wakes_before.len(), RUNS);
     assert_eq!(handle.attached_runs(), 0);
-    assert!(
-        handle.registry_slots() <= RUNS,
-        "{}",
-        handle.registry_slots()
-    );
+    // The table's slot and a list grown (by doubling) to the runs beyond it.
+    let slots = handle.registry_slots();
+    assert!(slots <= 1 + (RUNS - 1).next_power_of_two(), "{slots}");
 }
 
 #[test]
@@ -366,7 +362,8 @@ async fn finished_runs_leave_nothing() {
         assert_eq!(handle.attached_runs(), AT_ONCE);
         assert!((&mut join).await.into_iter().all(|result| result.is_ok()));
         assert_eq!(handle.attached_runs(), 0);
-        assert!(handle.registry_slots() <= AT_ONCE + 1);
+        let slots = handle.registry_slots();
+        assert!(slots <= 1 + (AT_ONCE - 1).next_power_of_two(), "{slots}");
         rounds.push(join.wakes());
     }
 
