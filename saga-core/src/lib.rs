@@ -89,7 +89,10 @@
 //! [`SagaBuilder::sleeper`] to unlock retry backoff and timeouts (without
 //! one they do not compile; immediate retries need none, see
 //! [timing](SagaBuilder#timing-what-needs-a-sleeper)). An [`AbortHandle`] attached with
-//! [`Run::abortable`] stops a run from anywhere and has it compensate.
+//! [`Run::abortable`] stops a run from anywhere and has it compensate; one
+//! handle may be shared by any number of runs, like a shutdown token, and
+//! wakes each of them when it aborts (without `std`, as many as its
+//! capacity; see [`AbortHandle`]).
 //!
 //! # Cancel safety
 //!

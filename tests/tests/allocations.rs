@@ -2,7 +2,10 @@
 //! building allocates one box per step plus the step list (which grows by
 //! doubling, so also `log2(N)` reallocations); a run allocates nothing on the
 //! success path and one box (the error report) on the failure path, whatever
-//! its length, with ready and with pending futures.
+//! its length, with ready and with pending futures. An abort handle adds
+//! nothing to a run: a run alone on its handle uses the handle's inline slot,
+//! and runs sharing one handle beyond it only grow the handle's list to the
+//! most runs attached at once (reused by later runs).
 //!
 //! The counts are process-wide, so everything is checked from one test.
 #![allow(
@@ -16,11 +19,15 @@
 mod common;
 
 use std::alloc::System;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-use common::{Counter, Failed, block_on, fn_saga, typed_ref_saga, typed_saga, user_step_saga};
-use saga_core::{Saga, SagaBuilder};
+use common::{
+    Counter, Failed, YieldOnce, block_on, fn_saga, typed_ref_saga, typed_saga, user_step_saga,
+};
+use saga_core::{AbortHandle, Aborted, Saga, SagaBuilder};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -62,6 +69,7 @@ const KINDS: [(&str, Build, Build); 4] = [
 fn allocation_contract() {
     building_allocates_a_box_per_step_and_running_allocates_nothing();
     a_named_failed_step_costs_one_allocation_for_its_name();
+    abortable_runs_allocate_nothing_once_the_handle_has_room();
 }
 
 fn building_allocates_a_box_per_step_and_running_allocates_nothing() {
@@ -118,4 +126,79 @@ fn a_named_failed_step_costs_one_allocation_for_its_name() {
     assert_eq!(error.failed_step_name(), Some("fails"));
     assert_eq!(allocs, 2, "the report box and the name");
     assert_eq!(reallocs, 0);
+}
+
+/// The error of the abortable sagas.
+#[derive(Debug)]
+struct Stop;
+
+impl From<Aborted> for Stop {
+    fn from(_: Aborted) -> Self {
+        Stop
+    }
+}
+
+/// Three steps whose actions and compensations are pending once.
+fn pending_saga() -> Saga<Stop> {
+    let step = || async {
+        YieldOnce::default().await;
+        Ok(())
+    };
+    (0..3)
+        .fold(SagaBuilder::new(), |builder, _| {
+            builder.add_step(step, step)
+        })
+        .build()
+}
+
+fn abortable_runs_allocate_nothing_once_the_handle_has_room() {
+    // A run alone on its handle (as `rt::detach` gives each run): the
+    // handle's inline slot, nothing allocated.
+    let mut saga = pending_saga();
+    for _ in 0..3 {
+        let handle = AbortHandle::new();
+        let (allocs, reallocs, result) = count(|| block_on(saga.run().abortable(&handle)));
+        assert!(result.is_ok());
+        assert_eq!((allocs, reallocs), (0, 0), "a run alone on its handle");
+    }
+
+    // 64 runs at once on one handle: 63 beyond its slot go to its list,
+    // which grows once (to 64 entries, by doubling) and is reused by the
+    // next 64 runs and by runs one at a time.
+    const AT_ONCE: usize = 64;
+    let handle = AbortHandle::new();
+    let mut sagas: Vec<_> = (0..AT_ONCE).map(|_| pending_saga()).collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    for round in 0..3 {
+        let mut runs: Vec<_> = sagas
+            .iter_mut()
+            .map(|saga| Some(saga.run().abortable(&handle)))
+            .collect();
+        let (allocs, reallocs, ()) = count(|| {
+            while runs.iter().any(Option::is_some) {
+                for slot in runs.iter_mut() {
+                    if let Some(run) = slot {
+                        if let Poll::Ready(result) = Pin::new(run).poll(&mut cx) {
+                            assert!(result.is_ok());
+                            *slot = None;
+                        }
+                    }
+                }
+            }
+        });
+        if round == 0 {
+            assert_eq!(allocs, 1, "the handle's list, first grown");
+            assert!(reallocs <= growths(AT_ONCE - 1), "{reallocs} reallocations");
+        } else {
+            assert_eq!(
+                (allocs, reallocs),
+                (0, 0),
+                "round {round}: the list has room"
+            );
+        }
+        assert_eq!(handle.attached_runs(), 0);
+    }
+    let (allocs, reallocs, result) = count(|| block_on(sagas[0].run().abortable(&handle)));
+    assert!(result.is_ok());
+    assert_eq!((allocs, reallocs), (0, 0), "a run on a shared handle");
 }

@@ -107,6 +107,10 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
                 if self.phase == Phase::Forward {
                     continue;
                 }
+                // Nothing looks at the abort handle any more.
+                if let Some(abort) = &mut self.abort {
+                    abort.handle.detach();
+                }
                 return Poll::Ready(());
             }
             if !ended {
@@ -258,7 +262,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
         if self.plan.saga_timeout.is_some() && self.timer_elapsed(Slot::Saga, cx) {
             return Some(true);
         }
-        let abort = &self.abort.as_ref()?.handle;
+        let abort = &mut self.abort.as_mut()?.handle;
         let aborted = if *registered {
             abort.is_aborted()
         } else {

@@ -40,6 +40,7 @@ use core::time::Duration;
 pub(crate) use scratch::Scratch;
 use scratch::{Panic, Stage};
 
+use crate::abort::Attachment;
 use crate::marker::SagaKind;
 use crate::plan::Plan;
 use crate::sleep::{Slot, Timers};
@@ -118,7 +119,9 @@ pub struct Run<'a, E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
 pub(crate) type BorrowedClock<'a, E, S> = (&'a mut <S as SagaKind<E>>::Timers, fn(TimedOut) -> E);
 
 struct Abort<E> {
-    handle: AbortHandle,
+    // Registered at the first poll of the forward phase, detached when it
+    // ends (or when the run is dropped).
+    handle: Attachment,
     aborted: fn(Aborted) -> E,
 }
 
@@ -248,7 +251,7 @@ impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
         E: From<Aborted>,
     {
         self.abort = Some(Abort {
-            handle: handle.clone(),
+            handle: handle.attach(),
             aborted: E::from,
         });
         self
