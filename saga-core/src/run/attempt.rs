@@ -268,9 +268,11 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
                 let retry = policy
                     .action_retry()
                     .filter(|_| recovery == Recovery::Retry);
-                // Once the block failed or the run was interrupted, no new
+                // Once the block failed or the run was interrupted (also by
+                // an abort that landed during this very attempt), no new
                 // action attempt starts.
-                (retry.filter(|_| !self.wave.halted), recovery)
+                let stopped = self.wave.halted || self.abort_landed();
+                (retry.filter(|_| !stopped), recovery)
             }
             Kind::Compensation => {
                 let retries = self.steps[step].retries_compensation();

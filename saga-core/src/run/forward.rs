@@ -286,6 +286,14 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
     }
 
     fn finish_forward_wave(&mut self, wave: Wave) {
+        if let Some(failure) = self.failure.as_ref().filter(|_| self.abort_landed()) {
+            // An abort landed during the poll in which the block failed: the
+            // saga stopped because of that failure, with the abort noted.
+            let step = failure.failed_step();
+            self.interrupt = Some(Interrupted { deadline: false });
+            self.watch = false;
+            self.transition(step, Transition::Aborted);
+        }
         if let (None, Some(interrupted)) = (&self.failure, self.interrupt) {
             // Interrupted, and every member in flight finished well: the saga
             // stops before its first step that never started, if any is left.

@@ -391,6 +391,11 @@ impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
         self.phase == Phase::Reported
     }
 
+    /// Whether an abort landed that the run has not acted on yet.
+    fn abort_landed(&self) -> bool {
+        self.watch && (self.abort.as_ref()).is_some_and(|abort| abort.handle.is_aborted())
+    }
+
     /// The error an interrupt fails steps with.
     fn interrupt_error(&self, deadline: bool) -> Option<E> {
         if deadline {
