@@ -37,7 +37,10 @@ use core::ops::Range;
 /// When an abort lets the action in flight finish ([`InFlight::Finish`](crate::InFlight::Finish),
 /// the default) and it fails on its own, the saga stopped because of that
 /// failure: [`Failed`](StopReason::Failed), with the action's own error, and
-/// [`aborted`](SagaError::aborted) is `true`. An abort or a deadline that
+/// [`aborted`](SagaError::aborted) is `true`; no retry starts after the
+/// abort. The observer hears `aborted` when the run notices it: before the
+/// action's `action_failed` when the action was still pending, after it when
+/// the abort landed in the very poll in which the action failed. An abort or a deadline that
 /// lands while the last step is in flight and lets it succeed is too late
 /// to stop anything: the run succeeds. In a parallel group, the first member
 /// failure observed is the one reported here; the others are
