@@ -683,3 +683,42 @@ fn catch_panics_polled_after_completion_panics_instead_of_looping() {
     assert!(run.as_mut().poll(&mut cx).is_ready());
     let _ = run.as_mut().poll(&mut cx);
 }
+
+/// An abort that lands in the very poll in which the action fails: no retry
+/// starts, the failure is the saga's, the abort is noted, and the observer
+/// hears of it after the failure.
+#[test]
+fn an_abort_landing_in_the_poll_the_action_fails_in() {
+    let (abort, observer) = (AbortHandle::new(), Arc::new(Recorder::default()));
+    let trigger = abort.clone();
+    let mut saga = SagaBuilder::new()
+        .action_retry(Retry::attempts(3))
+        .add_step(ok(), ok())
+        .add_step(
+            move || {
+                trigger.abort();
+                std::future::ready(Err::<(), _>(Error::Declined))
+            },
+            ok(),
+        )
+        .add_step(ok(), ok())
+        .observer(observer.clone())
+        .build();
+    let error = smol::block_on(saga.run().abortable(&abort)).unwrap_err();
+    let display = "step 1 failed: declined, saga aborted; fully compensated (2 steps)";
+    check(&error, (1, StopReason::Failed, 1), Error::Declined, display);
+    assert!(error.aborted());
+    assert_eq!(
+        observer.events(),
+        [
+            "start 0 #1",
+            "ok 0",
+            "start 1 #1",
+            "failed 1: declined",
+            "aborted at 1",
+            "undone 1",
+            "undone 0",
+            &format!("finished: {display}"),
+        ]
+    );
+}
