@@ -112,7 +112,12 @@
 //!
 //! - `tracing` (off): a span per run and per step, an event per transition.
 //! - `std` (off): the `rt` module, the runtime-independent glue the runtime adapters
-//!   share: panics as failed steps, detached runs, blocking steps.
+//!   share: panics as failed steps, detached runs, blocking steps; and an
+//!   [`AbortHandle`] that wakes any number of runs (without `std`, as many as
+//!   its capacity). The runtime adapters turn it on.
+//!
+//! The crate docs also show the modules [`marker`] (types that appear in
+//! generic signatures) and [`testing`] (checking that steps are idempotent).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
