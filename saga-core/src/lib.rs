@@ -116,8 +116,9 @@
 //!   [`AbortHandle`] that wakes any number of runs (without `std`, as many as
 //!   its capacity). The runtime adapters turn it on.
 //!
-//! The crate docs also show the modules [`marker`] (types that appear in
-//! generic signatures) and [`testing`] (checking that steps are idempotent).
+//! Two modules hold what most code never names: [`marker`] (types that
+//! appear in generic signatures) and [`testing`] (checking that steps are
+//! idempotent, for tests).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
