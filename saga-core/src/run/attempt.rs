@@ -5,6 +5,7 @@
 use core::task::{Context, Poll};
 use core::time::Duration;
 
+use super::forward::member;
 use super::observe::Transition;
 use super::scratch::{Lane, Outcome, Stage};
 use super::{Calling, Ending, Interrupted, Kind, Run};
@@ -146,12 +147,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
         self.scratch.release(lane);
         match kind {
             Kind::Action => {
-                let member = if self.wave.sequence {
-                    0
-                } else {
-                    step - self.wave.start
-                };
-                self.scratch.outcomes[member] = Outcome::Applied;
+                self.scratch.outcomes[member(&self.wave, step)] = Outcome::Applied;
             }
             Kind::Compensation => {
                 if let Some(failure) = &mut self.failure {

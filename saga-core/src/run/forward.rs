@@ -16,7 +16,7 @@ use crate::{Handling, InFlight, Recovery, SagaError, StepFailure, StopReason};
 
 /// Where `step`'s outcome is kept while its wave runs.
 #[inline]
-fn member(wave: &Wave, step: usize) -> usize {
+pub(super) fn member(wave: &Wave, step: usize) -> usize {
     if wave.sequence { 0 } else { step - wave.start }
 }
 

@@ -33,9 +33,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
                     if self.watch {
                         let deadline =
                             self.plan.saga_timeout.is_some() && self.timer_elapsed(Slot::Saga, cx);
-                        let aborted =
-                            (self.abort.as_ref()).is_some_and(|abort| abort.handle.is_aborted());
-                        if deadline || aborted {
+                        if deadline || self.abort_landed() {
                             self.interrupt_forward(deadline);
                             return Poll::Ready(());
                         }
