@@ -45,5 +45,6 @@
 
 pub use crate::builder::StepSlot;
 pub use crate::kind::SagaKind;
+pub use crate::run::StepTable;
 pub use crate::sleep::Discard;
 pub use crate::typed_step::{ByOption, ByRef, ByValue, Handoff};

@@ -100,7 +100,12 @@ impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
             .clock
             .as_mut()
             .map(|clock| (&mut *clock.timers, clock.timed_out));
-        Run::new(&mut self.steps, &self.plan, &mut self.scratch, timers)
+        Run::new(
+            Pin::new(&mut self.steps[..]),
+            &self.plan,
+            &mut self.scratch,
+            timers,
+        )
     }
 
     /// The number of steps.

@@ -1,5 +1,6 @@
 //! [`CatchPanics`]: a saga run in which a panicking step is a failed step.
 
+use alloc::boxed::Box;
 use core::fmt;
 use core::future::Future;
 use core::panic::AssertUnwindSafe;
@@ -7,7 +8,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use std::panic::catch_unwind;
 
-use crate::marker::SagaKind;
+use crate::marker::{SagaKind, StepTable};
 use crate::{Panicked, Run, SagaError, Step};
 
 /// A saga [`Run`] in which a panicking action or compensation counts as a
@@ -67,19 +68,26 @@ use crate::{Panicked, Run, SagaError, Step};
 /// assert!(error.is_fully_compensated()); // steps 1 and 0 were undone
 /// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct CatchPanics<'a, E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
-    run: Run<'a, E, S>,
+pub struct CatchPanics<
+    'a,
+    E,
+    S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static,
+    B: ?Sized + StepTable<E> = [Pin<Box<S>>],
+> {
+    run: Run<'a, E, S, B>,
 }
 
-impl<'a, E, S: ?Sized + SagaKind<E>> CatchPanics<'a, E, S> {
+impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> CatchPanics<'a, E, S, B> {
     /// Wraps a run (as returned by `Saga::run`, possibly made
     /// [abortable](crate::Run::abortable)).
-    pub fn new(run: Run<'a, E, S>) -> Self {
+    pub fn new(run: Run<'a, E, S, B>) -> Self {
         CatchPanics { run }
     }
 }
 
-impl<E: From<Panicked>, S: ?Sized + SagaKind<E>> Future for CatchPanics<'_, E, S> {
+impl<E: From<Panicked>, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Future
+    for CatchPanics<'_, E, S, B>
+{
     type Output = Result<(), SagaError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -102,7 +110,7 @@ impl<E: From<Panicked>, S: ?Sized + SagaKind<E>> Future for CatchPanics<'_, E, S
     }
 }
 
-impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for CatchPanics<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> fmt::Debug for CatchPanics<'_, E, S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CatchPanics")
             .field("run", &self.run)

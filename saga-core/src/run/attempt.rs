@@ -2,6 +2,7 @@
 //! a failed attempt leads to (the classifier, a retry now or after a
 //! backoff, or the step's end), and cutting an attempt short from outside.
 
+use crate::marker::StepTable;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
@@ -22,7 +23,7 @@ pub(super) enum AttemptEnd<E> {
     Cancelled,
 }
 
-impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     /// Starts the first attempt at `kind` of `step`, in `lane`.
     #[inline(always)]
     pub(super) fn start_attempt(&mut self, lane: usize, step: usize, kind: Kind) {
@@ -31,7 +32,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
         #[cfg(feature = "tracing")]
         let _entered = (!self.span.is_disabled()).then(|| {
             let action = kind == Kind::Action;
-            let name = self.steps[step].name();
+            let name = self.steps.step_name(step);
             let span = crate::trace::step_span(&self.span, step, name, action);
             self.scratch.lanes[lane].span = span.clone();
             span.entered()
@@ -200,10 +201,10 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), (E, Ending)>> {
         self.calling = Calling::Step(lane);
-        let current = self.steps[step].as_mut();
+        let steps = self.steps.as_mut();
         let polled = match kind {
-            Kind::Action => current.poll_action(cx),
-            Kind::Compensation => current.poll_compensate(cx),
+            Kind::Action => steps.poll_action(step, cx),
+            Kind::Compensation => steps.poll_compensate(step, cx),
         };
         self.calling = Calling::Nothing;
         match polled {
@@ -225,7 +226,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
     /// code, which may panic too.
     fn cancel_attempt(&mut self, lane: usize, step: usize) {
         self.calling = Calling::Step(lane);
-        self.steps[step].as_mut().cancel();
+        self.steps.as_mut().cancel(step);
         self.calling = Calling::Nothing;
     }
 
@@ -271,7 +272,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
                 (retry.filter(|_| !stopped), recovery)
             }
             Kind::Compensation => {
-                let retries = self.steps[step].retries_compensation();
+                let retries = self.steps.retries_compensation(step);
                 let retry = policy.compensation_retry().filter(|_| retries);
                 (retry, Recovery::Compensate)
             }

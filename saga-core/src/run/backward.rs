@@ -2,6 +2,7 @@
 //! a group at a time, or all at once, by the compensation mode), and what a
 //! compensation that still fails stops.
 
+use crate::marker::StepTable;
 use core::task::{Context, Poll};
 
 use super::attempt::AttemptEnd;
@@ -9,7 +10,7 @@ use super::{Kind, Phase, Run, Wave};
 use crate::CompensationMode;
 use crate::marker::SagaKind;
 
-impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     /// The backward wave over the steps below `end`.
     pub(super) fn backward_wave(&mut self, end: usize) -> Phase {
         let Some(last) = end.checked_sub(1) else {

@@ -2,6 +2,7 @@
 //! groups) run as waves of lanes; interrupts (abort, deadline) and panics
 //! outside any step halt it; the failed block decides what is left to undo.
 
+use crate::marker::StepTable;
 use alloc::vec::Vec;
 use core::task::{Context, Poll};
 
@@ -29,11 +30,11 @@ impl Ending {
     }
 }
 
-impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     /// The forward wave from `start`: a parallel group, or the single steps
     /// up to the next group.
     pub(super) fn forward_wave(&mut self, start: usize) -> Phase {
-        if start == self.steps.len() {
+        if start == self.steps.step_count() {
             return Phase::Done;
         }
         let plan = self.plan;
@@ -52,7 +53,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
                 end: plan
                     .groups
                     .get(plan.group_index(start))
-                    .map_or(self.steps.len(), |group| group.members.start),
+                    .map_or(self.steps.step_count(), |group| group.members.start),
                 next: start,
                 limit: 1,
                 sequence: true,
@@ -303,7 +304,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
                     .find(|&step| self.scratch.outcomes[step - wave.start] == Outcome::NotStarted)
                     .unwrap_or(wave.end),
             };
-            if stop < self.steps.len() {
+            if stop < self.steps.step_count() {
                 let Some(error) = self.interrupt_error(interrupted.deadline) else {
                     unreachable!("interrupts only come from an abort handle or a clock")
                 };
@@ -332,7 +333,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
             let outcome = self.scratch.outcomes[step - start];
             // Cut short with no compensation to undo it, or propagated: left applied.
             let cut_short =
-                outcome == Outcome::CutShort && !self.steps[step].compensates_failed_action();
+                outcome == Outcome::CutShort && !self.steps.compensates_failed_action(step);
             if cut_short || (propagate && self.needs_compensation(step)) {
                 left_applied.push(step);
             }
@@ -360,7 +361,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
                 match self.scratch.outcomes[step - start] {
                     Outcome::Applied => true,
                     Outcome::Failed | Outcome::CutShort => {
-                        self.steps[step].compensates_failed_action()
+                        self.steps.compensates_failed_action(step)
                     }
                     Outcome::NotStarted | Outcome::Running => false,
                 }

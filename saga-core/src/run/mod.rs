@@ -27,6 +27,7 @@ mod forward;
 mod observe;
 mod scratch;
 mod sequence;
+mod table;
 mod wakers;
 
 use alloc::boxed::Box;
@@ -39,6 +40,7 @@ use core::time::Duration;
 
 pub(crate) use scratch::Scratch;
 use scratch::{Panic, Stage};
+pub use table::StepTable;
 
 use crate::abort::Attachment;
 use crate::marker::SagaKind;
@@ -72,8 +74,13 @@ use crate::{AbortHandle, Aborted, Observer, SagaError, Step, StepFailure, StopRe
 /// wrap every run in it), the panic instead fails what was panicking, and
 /// the saga compensates by its rules.
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Run<'a, E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
-    steps: &'a mut [Pin<Box<S>>],
+pub struct Run<
+    'a,
+    E,
+    S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static,
+    B: ?Sized + StepTable<E> = [Pin<Box<S>>],
+> {
+    steps: Pin<&'a mut B>,
     plan: &'a Plan<E, S>,
     scratch: &'a mut Scratch<E>,
     // `None` without a sleeper, and once the sleeper panicked.
@@ -201,9 +208,9 @@ enum Calling {
     Observer,
 }
 
-impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
+impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> {
     pub(crate) fn new(
-        steps: &'a mut [Pin<Box<S>>],
+        steps: Pin<&'a mut B>,
         plan: &'a Plan<E, S>,
         scratch: &'a mut Scratch<E>,
         timers: Option<BorrowedClock<'a, E, S>>,
@@ -376,7 +383,7 @@ impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
     ) -> StepFailure<E> {
         StepFailure {
             step,
-            name: self.steps[step].name().map(String::from),
+            name: self.steps.step_name(step).map(String::from),
             error,
             attempts,
             timed_out,
@@ -421,7 +428,7 @@ impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
         }
         if let Some(observer) = self.observer {
             self.calling = Calling::Observer;
-            observer.saga_started(self.steps.len());
+            observer.saga_started(self.steps.step_count());
             self.calling = Calling::Nothing;
         }
     }
@@ -449,9 +456,9 @@ impl<'a, E, S: ?Sized + SagaKind<E>> Run<'a, E, S> {
 
 // The run never pins its fields (steps and timers are pinned in their own
 // boxes), so it is `Unpin` whatever `E` is.
-impl<E, S: ?Sized + SagaKind<E>> Unpin for Run<'_, E, S> {}
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Unpin for Run<'_, E, S, B> {}
 
-impl<E, S: ?Sized + SagaKind<E>> Future for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Future for Run<'_, E, S, B> {
     type Output = Result<(), SagaError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -481,15 +488,15 @@ impl<E, S: ?Sized + SagaKind<E>> Future for Run<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + SagaKind<E>> Drop for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Drop for Run<'_, E, S, B> {
     fn drop(&mut self) {
         // Dropped mid-step: drop what is in flight now, not at the next run.
         for lane in 0..self.scratch.lane_count() {
             if self.scratch.lanes[lane].stage != Stage::Free {
                 let step = self.scratch.lanes[lane].step;
                 self.scratch.release(lane);
-                if let Some(step) = self.steps.get_mut(step) {
-                    step.as_mut().reset();
+                if step < self.steps.step_count() {
+                    self.steps.as_mut().reset(step);
                 }
             }
         }
@@ -500,10 +507,10 @@ impl<E, S: ?Sized + SagaKind<E>> Drop for Run<'_, E, S> {
     }
 }
 
-impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> fmt::Debug for Run<'_, E, S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Run")
-            .field("steps", &self.steps.len())
+            .field("steps", &self.steps.step_count())
             .field("phase", &self.phase)
             .field("failed", &self.failure.is_some())
             .field("abortable", &self.abort.is_some())

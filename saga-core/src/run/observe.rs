@@ -2,6 +2,7 @@
 //! never changes what the run does; an observer that panics is not called
 //! again in that run (see `Run::fail_in_flight`).
 
+use crate::marker::StepTable;
 use core::time::Duration;
 
 use super::{Calling, Kind, Run};
@@ -20,7 +21,7 @@ pub(super) enum Transition<'e, E> {
     DeadlinePassed,
 }
 
-impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     #[inline(always)]
     pub(super) fn transition(&mut self, step: usize, transition: Transition<'_, E>) {
         #[cfg(feature = "tracing")]
@@ -32,7 +33,7 @@ impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
         };
         let at = StepRef {
             index: step,
-            name: self.steps[step].name(),
+            name: self.steps.step_name(step),
         };
         self.calling = Calling::Observer;
         notify(observer, at, transition);

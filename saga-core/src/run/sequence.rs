@@ -7,6 +7,7 @@
 //! success path is inline, so that a step costs little more than its own
 //! poll.
 
+use crate::marker::StepTable;
 use core::task::{Context, Poll};
 
 use super::attempt::AttemptEnd;
@@ -15,7 +16,7 @@ use super::{Kind, Run};
 use crate::marker::SagaKind;
 use crate::sleep::Slot;
 
-impl<E, S: ?Sized + SagaKind<E>> Run<'_, E, S> {
+impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     /// A forward sequence of single steps; an abort or the deadline is
     /// looked at before each. `Ready` when the wave is finished or halted.
     #[inline(never)]
