@@ -68,10 +68,10 @@ use crate::{
 #[doc = include_str!("doc/builder.md")]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SagaBuilder<E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static, T = Untimed> {
-    steps: Vec<Pin<Box<S>>>,
-    plan: Plan<E, S>,
+    pub(crate) steps: Vec<Pin<Box<S>>>,
+    pub(crate) plan: Plan<E, S>,
     // The sleeper, given its timer slots by `build`.
-    clock: Option<SagaClock<E, S>>,
+    pub(crate) clock: Option<SagaClock<E, S>>,
     timing: PhantomData<fn() -> T>,
 }
 
@@ -585,14 +585,25 @@ impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
 
     /// Builds the saga: sizes the lanes (one per step that can be in flight
     /// at a time), their wakers and timers, once for every run.
-    pub fn build(self) -> Saga<E, S> {
-        let lanes = self.plan.lanes(self.steps.len());
+    pub fn build(mut self) -> Saga<E, S> {
+        let steps = core::mem::take(&mut self.steps);
+        let (plan, scratch, clock) = self.into_run_parts(steps.len());
+        Saga::from_parts(steps, plan, scratch, clock)
+    }
+
+    /// Sizes the lanes, their wakers and timers for `steps` steps: what a
+    /// saga and a flow keep besides their steps.
+    pub(crate) fn into_run_parts(
+        self,
+        steps: usize,
+    ) -> (Plan<E, S>, Scratch<E>, Option<SagaClock<E, S>>) {
+        let lanes = self.plan.lanes(steps);
         let scratch = Scratch::new(lanes, self.plan.widest_group());
         let mut clock = self.clock;
         if let Some(clock) = &mut clock {
             clock.timers.set_lanes(lanes);
         }
-        Saga::from_parts(self.steps, self.plan, scratch, clock)
+        (self.plan, scratch, clock)
     }
 }
 

@@ -44,6 +44,11 @@
 //! ```
 
 pub use crate::builder::StepSlot;
+pub use crate::flow::{
+    Appends, Cell, Chain, FlowCell, FlowHandoff, FlowKind, FlowTable, Group, Here, LastCell,
+    LastMember, LastStep, Many, Mapped, Members, NoMembers, One, Pick, Plain, Push, Start,
+    TableSlot, Then, There,
+};
 pub use crate::kind::SagaKind;
 pub use crate::run::StepTable;
 pub use crate::sleep::Discard;

@@ -48,6 +48,15 @@ impl<E, S: ?Sized + SagaKind<E>> Plan<E, S> {
         Effective::lookup(&self.overrides, &self.defaults, step)
     }
 
+    /// Sets `step`'s own policy, replacing one set before (steps are added
+    /// in order, so `overrides` stays sorted).
+    pub(crate) fn set_override(&mut self, step: usize, policy: PolicyData) {
+        match self.overrides.last_mut() {
+            Some((last, data)) if *last == step => *data = policy,
+            _ => self.overrides.push((step, policy)),
+        }
+    }
+
     /// The index in `groups` of the first group that does not end before
     /// `step`.
     pub(crate) fn group_index(&self, step: usize) -> usize {

@@ -99,7 +99,7 @@ pub trait Handoff<T, C, CF>: sealed::Sealed {
     fn start(compensation: &mut C, output: Option<T>) -> Option<(Option<T>, CF)>;
 }
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
     impl Sealed for super::ByValue {}
     impl Sealed for super::ByRef {}

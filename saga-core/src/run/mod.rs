@@ -41,6 +41,7 @@ use core::time::Duration;
 pub(crate) use scratch::Scratch;
 use scratch::{Panic, Stage};
 pub use table::StepTable;
+pub(crate) use table::sealed::Sealed as TableSealed;
 
 use crate::abort::Attachment;
 use crate::marker::SagaKind;
@@ -257,11 +258,19 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
     where
         E: From<Aborted>,
     {
+        self.attach_abort(handle);
+        self
+    }
+
+    /// [`abortable`](Run::abortable), in place.
+    pub(crate) fn attach_abort(&mut self, handle: &AbortHandle)
+    where
+        E: From<Aborted>,
+    {
         self.abort = Some(Abort {
             handle: handle.attach(),
             aborted: E::from,
         });
-        self
     }
 
     /// Tells the run that its last poll panicked, with `error` standing for
@@ -393,6 +402,11 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
     }
 
     /// Whether the run has returned its result.
+    /// The steps, for the flow that owns the run to take its values.
+    pub(crate) fn steps_mut(&mut self) -> Pin<&mut B> {
+        self.steps.as_mut()
+    }
+
     #[cfg(feature = "std")]
     pub(crate) fn completed(&self) -> bool {
         self.phase == Phase::Reported

@@ -1,0 +1,536 @@
+//! [`Chain`]: a flow's steps so far and the values they produce, as nested
+//! nodes: [`Start`] (the input and any plain steps before it), then one
+//! node per step or group ([`Then`], [`Plain`], [`Group`]).
+
+use alloc::borrow::Cow;
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::Step;
+use crate::flow::{Cell, Members};
+use crate::marker::StepTable;
+use crate::run::TableSealed as Sealed;
+
+/// A flow's steps so far and the values they produce: the `C` parameter of
+/// a [`FlowBuilder`](crate::FlowBuilder). Sealed.
+///
+/// Values nest left to right, starting with the input: after an input
+/// `Trip` and steps returning `Flight` and `Hotel`, the next step reads
+/// [`Refs`](Chain::Refs) `((&Trip, &Flight), &Hotel)`, destructured as
+/// `|((trip, flight), hotel)|`. A parallel group adds one entry, its
+/// members' values nested the same way (`(&Car, &Insurance)`).
+///
+/// See [`FlowBuilder`](crate::FlowBuilder) for a helper generic over it.
+pub trait Chain<E>: StepTable<E> {
+    /// The flow's input.
+    type Input: 'static;
+    /// What the next step reads: the input and every value so far, by
+    /// reference, nested left to right.
+    type Refs<'a>
+    where
+        Self: 'a;
+    /// Every value, owned, nested the same way: what a successful run
+    /// hands to [`build_with`](crate::FlowBuilder::build_with)'s map.
+    type Values;
+    /// The input and every step's value as `Option`s (`None` where no value
+    /// was produced), nested the same way: what a failed run's
+    /// [`FlowError::values`](crate::FlowError::values) holds.
+    type Partial;
+
+    #[doc(hidden)]
+    fn refs(&self) -> Self::Refs<'_>;
+    /// Sets the input of a new run.
+    #[doc(hidden)]
+    fn start(self: Pin<&mut Self>, input: Self::Input);
+    /// Takes every value (`None` when one is missing).
+    #[doc(hidden)]
+    fn take_values(self: Pin<&mut Self>) -> Option<Self::Values>;
+    /// Takes what values there are.
+    #[doc(hidden)]
+    fn take_partial(self: Pin<&mut Self>) -> Self::Partial;
+}
+
+/// A chain that is `C` and one more step whose value is a `V`: what a
+/// helper generic over a flow returns after adding a step, as
+/// `impl Appends<E, C, V>`, so that later steps can read the value. See
+/// [`FlowBuilder`](crate::FlowBuilder) for an example. Implemented for every
+/// such chain.
+pub trait Appends<E, C: Chain<E>, V>:
+    'static
+    + for<'a> Chain<
+        E,
+        Input = C::Input,
+        Refs<'a> = (C::Refs<'a>, &'a V),
+        Values = (C::Values, V),
+        Partial = (C::Partial, Option<V>),
+    >
+{
+}
+
+impl<E, C, V, X> Appends<E, C, V> for X
+where
+    C: Chain<E>,
+    X: 'static
+        + for<'a> Chain<
+            E,
+            Input = C::Input,
+            Refs<'a> = (C::Refs<'a>, &'a V),
+            Values = (C::Values, V),
+            Partial = (C::Partial, Option<V>),
+        >,
+{
+}
+
+/// The last step of a chain, which [`named`](crate::FlowBuilder::named)
+/// names. Sealed.
+pub trait LastStep {
+    #[doc(hidden)]
+    fn name_last(&mut self, name: Cow<'static, str>);
+}
+
+/// The message of a broken invariant: the engine starts a step only once
+/// every step before it succeeded.
+pub(crate) const MISSING: &str =
+    "saga-core: a flow step read a value its step has not produced (a bug in saga-core)";
+
+pin_project! {
+    /// The start of a flow: its input, and the plain steps added before
+    /// [`SagaBuilder::input`](crate::SagaBuilder::input).
+    #[derive(Debug)]
+    pub struct Start<I, S: ?Sized> {
+        input: Option<I>,
+        steps: Vec<Pin<Box<S>>>,
+    }
+}
+
+impl<I, S: ?Sized> Start<I, S> {
+    pub(crate) fn new(steps: Vec<Pin<Box<S>>>) -> Self {
+        Start { input: None, steps }
+    }
+}
+
+impl<I, S: ?Sized> Sealed for Start<I, S> {}
+
+impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
+    fn step_count(&self) -> usize {
+        self.steps.len()
+    }
+    fn poll_action(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        Pin::new(&mut self.project().steps[..]).poll_action(index, cx)
+    }
+    fn poll_compensate(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        Pin::new(&mut self.project().steps[..]).poll_compensate(index, cx)
+    }
+    fn reset(self: Pin<&mut Self>, index: usize) {
+        Pin::new(&mut self.project().steps[..]).reset(index);
+    }
+    fn cancel(self: Pin<&mut Self>, index: usize) {
+        Pin::new(&mut self.project().steps[..]).cancel(index);
+    }
+    fn compensates_failed_action(&self, index: usize) -> bool {
+        self.steps[..].compensates_failed_action(index)
+    }
+    fn retries_compensation(&self, index: usize) -> bool {
+        self.steps[..].retries_compensation(index)
+    }
+    fn step_name(&self, index: usize) -> Option<&str> {
+        self.steps[..].step_name(index)
+    }
+}
+
+impl<E, I: 'static, S: ?Sized + Step<E>> Chain<E> for Start<I, S> {
+    type Input = I;
+    type Refs<'a>
+        = &'a I
+    where
+        Self: 'a;
+    type Values = I;
+    type Partial = I;
+
+    fn refs(&self) -> &I {
+        self.input.as_ref().expect(MISSING)
+    }
+    fn start(self: Pin<&mut Self>, input: I) {
+        *self.project().input = Some(input);
+    }
+    fn take_values(self: Pin<&mut Self>) -> Option<I> {
+        let this = self.project();
+        // What a plain step kept (a typed step's value) goes too.
+        this.steps.iter_mut().for_each(|step| step.as_mut().reset());
+        this.input.take()
+    }
+    fn take_partial(self: Pin<&mut Self>) -> I {
+        let this = self.project();
+        this.steps.iter_mut().for_each(|step| step.as_mut().reset());
+        this.input.take().expect(MISSING)
+    }
+}
+
+pin_project! {
+    /// A flow step after the chain `P`: one value more.
+    #[derive(Debug)]
+    pub struct Then<P, X> {
+        #[pin]
+        prev: P,
+        #[pin]
+        cell: X,
+        index: usize,
+    }
+}
+
+impl<P, X> Then<P, X> {
+    pub(crate) fn new(prev: P, cell: X, index: usize) -> Self {
+        Then { prev, cell, index }
+    }
+}
+
+impl<P, X> Sealed for Then<P, X> {}
+
+impl<P, X: LastCell> LastStep for Then<P, X> {
+    fn name_last(&mut self, name: Cow<'static, str>) {
+        self.cell.name_cell(name);
+    }
+}
+
+/// A cell that can be named (every flow step); keeps [`LastStep`] free of
+/// the error type. Sealed.
+pub trait LastCell {
+    #[doc(hidden)]
+    fn name_cell(&mut self, name: Cow<'static, str>);
+}
+
+impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
+    fn step_count(&self) -> usize {
+        self.index + 1
+    }
+    fn poll_action(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        if index == *this.index {
+            this.cell.poll_action(this.prev.into_ref().get_ref(), cx)
+        } else {
+            this.prev.poll_action(index, cx)
+        }
+    }
+    fn poll_compensate(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        if index == *this.index {
+            this.cell
+                .poll_compensate(this.prev.into_ref().get_ref(), cx)
+        } else {
+            this.prev.poll_compensate(index, cx)
+        }
+    }
+    fn reset(self: Pin<&mut Self>, index: usize) {
+        let this = self.project();
+        if index == *this.index {
+            this.cell.reset();
+        } else {
+            this.prev.reset(index);
+        }
+    }
+    fn cancel(self: Pin<&mut Self>, index: usize) {
+        let this = self.project();
+        if index == *this.index {
+            this.cell.cancel();
+        } else {
+            this.prev.cancel(index);
+        }
+    }
+    fn compensates_failed_action(&self, index: usize) -> bool {
+        if index == self.index {
+            self.cell.compensates_failed_action()
+        } else {
+            self.prev.compensates_failed_action(index)
+        }
+    }
+    fn retries_compensation(&self, index: usize) -> bool {
+        // The value is kept for every attempt.
+        index == self.index || self.prev.retries_compensation(index)
+    }
+    fn step_name(&self, index: usize) -> Option<&str> {
+        if index == self.index {
+            self.cell.name()
+        } else {
+            self.prev.step_name(index)
+        }
+    }
+}
+
+impl<E, P: Chain<E>, X: Cell<E, P>> Chain<E> for Then<P, X> {
+    type Input = P::Input;
+    type Refs<'a>
+        = (P::Refs<'a>, &'a X::Value)
+    where
+        Self: 'a;
+    type Values = (P::Values, X::Value);
+    type Partial = (P::Partial, Option<X::Value>);
+
+    fn refs(&self) -> Self::Refs<'_> {
+        (self.prev.refs(), self.cell.value().expect(MISSING))
+    }
+    fn start(self: Pin<&mut Self>, input: Self::Input) {
+        self.project().prev.start(input);
+    }
+    fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
+        let this = self.project();
+        let value = this.cell.take_value();
+        Some((this.prev.take_values()?, value?))
+    }
+    fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
+        let this = self.project();
+        let value = this.cell.take_value();
+        (this.prev.take_partial(), value)
+    }
+}
+
+pin_project! {
+    /// A plain [`Step`] after the chain `P`: it reads nothing and adds no
+    /// value.
+    #[derive(Debug)]
+    pub struct Plain<P, X> {
+        #[pin]
+        prev: P,
+        #[pin]
+        step: X,
+        index: usize,
+    }
+}
+
+impl<P, X> Plain<P, X> {
+    pub(crate) fn new(prev: P, step: X, index: usize) -> Self {
+        Plain { prev, step, index }
+    }
+}
+
+impl<P, X> Sealed for Plain<P, X> {}
+
+impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
+    fn step_count(&self) -> usize {
+        self.index + 1
+    }
+    fn poll_action(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        if index == *this.index {
+            this.step.poll_action(cx)
+        } else {
+            this.prev.poll_action(index, cx)
+        }
+    }
+    fn poll_compensate(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        if index == *this.index {
+            this.step.poll_compensate(cx)
+        } else {
+            this.prev.poll_compensate(index, cx)
+        }
+    }
+    fn reset(self: Pin<&mut Self>, index: usize) {
+        let this = self.project();
+        if index == *this.index {
+            this.step.reset();
+        } else {
+            this.prev.reset(index);
+        }
+    }
+    fn cancel(self: Pin<&mut Self>, index: usize) {
+        let this = self.project();
+        if index == *this.index {
+            this.step.cancel();
+        } else {
+            this.prev.cancel(index);
+        }
+    }
+    fn compensates_failed_action(&self, index: usize) -> bool {
+        if index == self.index {
+            self.step.compensates_failed_action()
+        } else {
+            self.prev.compensates_failed_action(index)
+        }
+    }
+    fn retries_compensation(&self, index: usize) -> bool {
+        if index == self.index {
+            self.step.retries_compensation()
+        } else {
+            self.prev.retries_compensation(index)
+        }
+    }
+    fn step_name(&self, index: usize) -> Option<&str> {
+        if index == self.index {
+            self.step.name()
+        } else {
+            self.prev.step_name(index)
+        }
+    }
+}
+
+impl<E, P: Chain<E>, X: Step<E>> Chain<E> for Plain<P, X> {
+    type Input = P::Input;
+    type Refs<'a>
+        = P::Refs<'a>
+    where
+        Self: 'a;
+    type Values = P::Values;
+    type Partial = P::Partial;
+
+    fn refs(&self) -> Self::Refs<'_> {
+        self.prev.refs()
+    }
+    fn start(self: Pin<&mut Self>, input: Self::Input) {
+        self.project().prev.start(input);
+    }
+    fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
+        let mut this = self.project();
+        this.step.as_mut().reset();
+        this.prev.take_values()
+    }
+    fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
+        let mut this = self.project();
+        this.step.as_mut().reset();
+        this.prev.take_partial()
+    }
+}
+
+pin_project! {
+    /// A parallel group after the chain `P`: its members read `P`'s values,
+    /// and the group adds one entry, its members' values.
+    #[derive(Debug)]
+    pub struct Group<P, M> {
+        #[pin]
+        prev: P,
+        #[pin]
+        members: M,
+        start: usize,
+    }
+}
+
+impl<P, M> Group<P, M> {
+    pub(crate) fn new(prev: P, members: M, start: usize) -> Self {
+        Group {
+            prev,
+            members,
+            start,
+        }
+    }
+}
+
+impl<P, M> Sealed for Group<P, M> {}
+
+impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
+    fn step_count(&self) -> usize {
+        self.start + self.members.count()
+    }
+    fn poll_action(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        match index.checked_sub(*this.start) {
+            Some(member) => this
+                .members
+                .poll_action(member, this.prev.into_ref().get_ref(), cx),
+            None => this.prev.poll_action(index, cx),
+        }
+    }
+    fn poll_compensate(
+        self: Pin<&mut Self>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        match index.checked_sub(*this.start) {
+            Some(member) => {
+                this.members
+                    .poll_compensate(member, this.prev.into_ref().get_ref(), cx)
+            }
+            None => this.prev.poll_compensate(index, cx),
+        }
+    }
+    fn reset(self: Pin<&mut Self>, index: usize) {
+        let this = self.project();
+        match index.checked_sub(*this.start) {
+            Some(member) => this.members.reset(member),
+            None => this.prev.reset(index),
+        }
+    }
+    fn cancel(self: Pin<&mut Self>, index: usize) {
+        let this = self.project();
+        match index.checked_sub(*this.start) {
+            Some(member) => this.members.cancel(member),
+            None => this.prev.cancel(index),
+        }
+    }
+    fn compensates_failed_action(&self, index: usize) -> bool {
+        match index.checked_sub(self.start) {
+            Some(member) => self.members.compensates_failed_action(member),
+            None => self.prev.compensates_failed_action(index),
+        }
+    }
+    fn retries_compensation(&self, index: usize) -> bool {
+        match index.checked_sub(self.start) {
+            Some(_) => true,
+            None => self.prev.retries_compensation(index),
+        }
+    }
+    fn step_name(&self, index: usize) -> Option<&str> {
+        match index.checked_sub(self.start) {
+            Some(member) => self.members.name(member),
+            None => self.prev.step_name(index),
+        }
+    }
+}
+
+impl<E, P: Chain<E>, M: Members<E, P>> Chain<E> for Group<P, M> {
+    type Input = P::Input;
+    type Refs<'a>
+        = (P::Refs<'a>, M::Refs<'a>)
+    where
+        Self: 'a;
+    type Values = (P::Values, M::Values);
+    type Partial = (P::Partial, M::Partial);
+
+    fn refs(&self) -> Self::Refs<'_> {
+        (self.prev.refs(), self.members.refs())
+    }
+    fn start(self: Pin<&mut Self>, input: Self::Input) {
+        self.project().prev.start(input);
+    }
+    fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
+        let this = self.project();
+        let values = this.members.take_values();
+        Some((this.prev.take_values()?, values?))
+    }
+    fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
+        let this = self.project();
+        let values = this.members.take_partial();
+        (this.prev.take_partial(), values)
+    }
+}

@@ -1,0 +1,276 @@
+//! [`Members`]: the steps of a flow's parallel group, each reading the
+//! values before the group: [`One`], then [`Many`] for each member after.
+
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::flow::{Cell, Chain, LastCell};
+use alloc::borrow::Cow;
+
+/// The members of a flow's parallel group, which all read the values of the
+/// chain `P` before the group. Sealed.
+pub trait Members<E, P: Chain<E>>: crate::run::TableSealed {
+    /// The members' values, by reference, nested left to right.
+    type Refs<'a>
+    where
+        Self: 'a;
+    /// The members' values, owned.
+    type Values;
+    /// The members' values as `Option`s.
+    type Partial;
+
+    #[doc(hidden)]
+    fn count(&self) -> usize;
+    #[doc(hidden)]
+    fn poll_action(
+        self: Pin<&mut Self>,
+        member: usize,
+        before: &P,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>>;
+    #[doc(hidden)]
+    fn poll_compensate(
+        self: Pin<&mut Self>,
+        member: usize,
+        before: &P,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>>;
+    #[doc(hidden)]
+    fn reset(self: Pin<&mut Self>, member: usize);
+    #[doc(hidden)]
+    fn cancel(self: Pin<&mut Self>, member: usize);
+    #[doc(hidden)]
+    fn compensates_failed_action(&self, member: usize) -> bool;
+    #[doc(hidden)]
+    fn name(&self, member: usize) -> Option<&str>;
+    #[doc(hidden)]
+    fn refs(&self) -> Self::Refs<'_>;
+    #[doc(hidden)]
+    fn take_values(self: Pin<&mut Self>) -> Option<Self::Values>;
+    #[doc(hidden)]
+    fn take_partial(self: Pin<&mut Self>) -> Self::Partial;
+}
+
+/// A member can be added after these members: [`NoMembers`] becomes [`One`],
+/// which becomes [`Many`]. Sealed.
+pub trait Push<X>: crate::run::TableSealed {
+    /// The members with `X` after them.
+    #[doc(hidden)]
+    type Output;
+    #[doc(hidden)]
+    fn push(self, cell: X) -> Self::Output;
+}
+
+/// A group with no member yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMembers;
+
+impl crate::run::TableSealed for NoMembers {}
+
+impl<X> Push<X> for NoMembers {
+    type Output = One<X>;
+    fn push(self, cell: X) -> One<X> {
+        One { cell }
+    }
+}
+
+pin_project! {
+    /// A group's first member.
+    #[derive(Debug)]
+    pub struct One<X> {
+        #[pin]
+        cell: X,
+    }
+}
+
+impl<X> crate::run::TableSealed for One<X> {}
+
+impl<X, Y> Push<Y> for One<X> {
+    type Output = Many<One<X>, Y>;
+    fn push(self, cell: Y) -> Many<One<X>, Y> {
+        Many {
+            rest: self,
+            cell,
+            member: 1,
+        }
+    }
+}
+
+pin_project! {
+    /// A group's members `M`, then one more.
+    #[derive(Debug)]
+    pub struct Many<M, X> {
+        #[pin]
+        rest: M,
+        #[pin]
+        cell: X,
+        member: usize,
+    }
+}
+
+impl<M, X> crate::run::TableSealed for Many<M, X> {}
+
+impl<M, X, Y> Push<Y> for Many<M, X> {
+    type Output = Many<Many<M, X>, Y>;
+    fn push(self, cell: Y) -> Many<Many<M, X>, Y> {
+        let member = self.member + 1;
+        Many {
+            rest: self,
+            cell,
+            member,
+        }
+    }
+}
+
+/// The last member of a group, which `named` names. Sealed.
+pub trait LastMember {
+    #[doc(hidden)]
+    fn name_last(&mut self, name: Cow<'static, str>);
+}
+
+impl<X: LastCell> LastMember for One<X> {
+    fn name_last(&mut self, name: Cow<'static, str>) {
+        self.cell.name_cell(name);
+    }
+}
+
+impl<M, X: LastCell> LastMember for Many<M, X> {
+    fn name_last(&mut self, name: Cow<'static, str>) {
+        self.cell.name_cell(name);
+    }
+}
+
+impl<E, P: Chain<E>, X: Cell<E, P>> Members<E, P> for One<X> {
+    type Refs<'a>
+        = &'a X::Value
+    where
+        Self: 'a;
+    type Values = X::Value;
+    type Partial = Option<X::Value>;
+
+    fn count(&self) -> usize {
+        1
+    }
+    fn poll_action(
+        self: Pin<&mut Self>,
+        _member: usize,
+        before: &P,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        self.project().cell.poll_action(before, cx)
+    }
+    fn poll_compensate(
+        self: Pin<&mut Self>,
+        _member: usize,
+        before: &P,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        self.project().cell.poll_compensate(before, cx)
+    }
+    fn reset(self: Pin<&mut Self>, _member: usize) {
+        self.project().cell.reset();
+    }
+    fn cancel(self: Pin<&mut Self>, _member: usize) {
+        self.project().cell.cancel();
+    }
+    fn compensates_failed_action(&self, _member: usize) -> bool {
+        self.cell.compensates_failed_action()
+    }
+    fn name(&self, _member: usize) -> Option<&str> {
+        self.cell.name()
+    }
+    fn refs(&self) -> Self::Refs<'_> {
+        self.cell.value().expect(crate::flow::chain::MISSING)
+    }
+    fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
+        self.project().cell.take_value()
+    }
+    fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
+        self.project().cell.take_value()
+    }
+}
+
+impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, X> {
+    type Refs<'a>
+        = (M::Refs<'a>, &'a X::Value)
+    where
+        Self: 'a;
+    type Values = (M::Values, X::Value);
+    type Partial = (M::Partial, Option<X::Value>);
+
+    fn count(&self) -> usize {
+        self.member + 1
+    }
+    fn poll_action(
+        self: Pin<&mut Self>,
+        member: usize,
+        before: &P,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        if member == *this.member {
+            this.cell.poll_action(before, cx)
+        } else {
+            this.rest.poll_action(member, before, cx)
+        }
+    }
+    fn poll_compensate(
+        self: Pin<&mut Self>,
+        member: usize,
+        before: &P,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), E>> {
+        let this = self.project();
+        if member == *this.member {
+            this.cell.poll_compensate(before, cx)
+        } else {
+            this.rest.poll_compensate(member, before, cx)
+        }
+    }
+    fn reset(self: Pin<&mut Self>, member: usize) {
+        let this = self.project();
+        if member == *this.member {
+            this.cell.reset();
+        } else {
+            this.rest.reset(member);
+        }
+    }
+    fn cancel(self: Pin<&mut Self>, member: usize) {
+        let this = self.project();
+        if member == *this.member {
+            this.cell.cancel();
+        } else {
+            this.rest.cancel(member);
+        }
+    }
+    fn compensates_failed_action(&self, member: usize) -> bool {
+        if member == self.member {
+            self.cell.compensates_failed_action()
+        } else {
+            self.rest.compensates_failed_action(member)
+        }
+    }
+    fn name(&self, member: usize) -> Option<&str> {
+        if member == self.member {
+            self.cell.name()
+        } else {
+            self.rest.name(member)
+        }
+    }
+    fn refs(&self) -> Self::Refs<'_> {
+        let value = self.cell.value().expect(crate::flow::chain::MISSING);
+        (self.rest.refs(), value)
+    }
+    fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
+        let this = self.project();
+        let value = this.cell.take_value();
+        Some((this.rest.take_values()?, value?))
+    }
+    fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
+        let this = self.project();
+        let value = this.cell.take_value();
+        (this.rest.take_partial(), value)
+    }
+}

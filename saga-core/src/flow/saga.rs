@@ -1,0 +1,195 @@
+//! [`Flow`]: a built saga whose steps pass values along, run with an input
+//! and returning a result; [`FlowRun`], the future of one run.
+
+use alloc::boxed::Box;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll, ready};
+
+use crate::flow::{FlowError, FlowKind, FlowTable};
+use crate::marker::StepTable;
+use crate::plan::Plan;
+use crate::run::Scratch;
+use crate::saga::SagaClock;
+use crate::{AbortHandle, Aborted, CompensationMode, Run, Step};
+
+/// A saga whose steps pass values along: built once by a
+/// [`FlowBuilder`](crate::FlowBuilder), run any number of times, each run
+/// with an input `I` of its own, resolving to a result `O` or a
+/// [`FlowError<E, P>`](FlowError).
+///
+/// Everything a [`Saga`](crate::Saga) does, a flow does the same way (it is
+/// the same engine): the rules, policies, groups, the classifier, observers,
+/// aborts. What it adds is data: each run's input and values live in the
+/// flow for that run only, and are handed out (the result, or the failed
+/// run's values) or dropped when it ends, so no run sees another's.
+///
+/// `Flow` holds `Send` steps, so it and its run future are `Send` (when `E`
+/// and the values are); [`LocalFlow`] is the same API for steps that are
+/// not. The type names no closure, so a flow can be a field:
+///
+/// ```
+/// use saga_core::{Flow, SagaBuilder};
+///
+/// struct Service {
+///     // Input `u32`; result `String`; a failed run's values: the input and
+///     // the one step's value.
+///     order: Flow<&'static str, u32, String, (u32, Option<u64>)>,
+/// }
+///
+/// let service = Service {
+///     order: SagaBuilder::new()
+///         .input::<u32>()
+///         .then(|quantity: &u32| { let quantity = *quantity; async move { Ok(u64::from(quantity) * 250) } }, |_| async { Ok(()) })
+///         .build_with(|(quantity, cents)| format!("{quantity} for {cents} cents")),
+/// };
+/// let mut order = service.order;
+/// assert_eq!(smol::block_on(order.run(4)).unwrap(), "4 for 1000 cents");
+/// assert_eq!(smol::block_on(order.run(1)).unwrap(), "1 for 250 cents");
+/// ```
+pub struct Flow<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P> = dyn Step<E> + Send + 'static> {
+    table: Pin<Box<S::Table>>,
+    plan: Plan<E, S>,
+    scratch: Scratch<E>,
+    clock: Option<SagaClock<E, S>>,
+}
+
+/// A [`Flow`] whose steps, values, observer, classifier and sleeper need not
+/// be `Send`: started from
+/// [`SagaBuilder::new_local`](crate::SagaBuilder::new_local). Its run future
+/// is not `Send`.
+pub type LocalFlow<E, I, O, P> = Flow<E, I, O, P, dyn Step<E> + 'static>;
+
+impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
+    pub(crate) fn from_parts(
+        table: Pin<Box<S::Table>>,
+        plan: Plan<E, S>,
+        scratch: Scratch<E>,
+        clock: Option<SagaClock<E, S>>,
+    ) -> Self {
+        Flow {
+            table,
+            plan,
+            scratch,
+            clock,
+        }
+    }
+
+    /// Runs the flow with `input`: the actions in order, each reading the
+    /// input and the values before it, and on failure the compensations in
+    /// reverse. Resolves to the result (the values, mapped by
+    /// [`build_with`](crate::FlowBuilder::build_with)'s map) when every
+    /// action succeeded.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Saga::run`](crate::Saga::run): dropping the future stops the
+    /// run without compensating; the run's input and values are dropped
+    /// with it.
+    pub fn run(&mut self, input: I) -> FlowRun<'_, E, I, O, P, S> {
+        self.table.as_mut().start(input);
+        let timers = self
+            .clock
+            .as_mut()
+            .map(|clock| (&mut *clock.timers, clock.timed_out));
+        let run = Run::new(self.table.as_mut(), &self.plan, &mut self.scratch, timers);
+        FlowRun { run, done: false }
+    }
+
+    /// The number of steps (each member of a group is one).
+    pub fn len(&self) -> usize {
+        self.table.step_count()
+    }
+
+    /// `true` when the flow has no steps (a run then returns its input,
+    /// mapped).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The index range of each parallel group, in order.
+    pub fn parallel_groups(&self) -> impl ExactSizeIterator<Item = core::ops::Range<usize>> + '_ {
+        self.plan.groups.iter().map(|group| group.members.clone())
+    }
+
+    /// The name of each step, in order (`None` for unnamed steps).
+    pub fn step_names(&self) -> impl ExactSizeIterator<Item = Option<&str>> + '_ {
+        (0..self.len()).map(|index| self.table.step_name(index))
+    }
+
+    /// What the backward phase does when a compensation fails.
+    pub fn compensation_mode(&self) -> CompensationMode {
+        self.plan.compensation_mode
+    }
+}
+
+impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> fmt::Debug for Flow<E, I, O, P, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flow")
+            .field("steps", &self.len())
+            .field("classify", &self.plan.classify.is_some())
+            .field("compensation_mode", &self.plan.compensation_mode)
+            .field("groups", &self.plan.groups)
+            .field("observed", &self.plan.observer.is_some())
+            .field("timed", &self.clock.is_some())
+            .finish()
+    }
+}
+
+/// The future of one [`Flow`] run, returned by [`Flow::run`]: a saga
+/// [`Run`] that hands out the run's values when it ends.
+///
+/// # Panics
+///
+/// Polling it after it returned `Ready` panics, as a [`Run`] does.
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct FlowRun<'a, E, I, O, P, S: ?Sized + FlowKind<E, I, O, P> = dyn Step<E> + Send + 'static>
+{
+    run: Run<'a, E, S, S::Table>,
+    // The values were handed out.
+    done: bool,
+}
+
+impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> FlowRun<'_, E, I, O, P, S> {
+    /// Attaches an [`AbortHandle`], as [`Run::abortable`] does.
+    pub fn abortable(mut self, handle: &AbortHandle) -> Self
+    where
+        E: From<Aborted>,
+    {
+        self.run.attach_abort(handle);
+        self
+    }
+}
+
+impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Unpin for FlowRun<'_, E, I, O, P, S> {}
+
+impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Future for FlowRun<'_, E, I, O, P, S> {
+    type Output = Result<O, FlowError<E, P>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let result = ready!(Pin::new(&mut this.run).poll(cx));
+        this.done = true;
+        let table = this.run.steps_mut();
+        Poll::Ready(match result {
+            Ok(()) => Ok(table.finish()),
+            Err(report) => Err(FlowError::new(report, table.values())),
+        })
+    }
+}
+
+impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Drop for FlowRun<'_, E, I, O, P, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Dropped mid-run: its input and values go with it.
+            drop(self.run.steps_mut().values());
+        }
+    }
+}
+
+impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> fmt::Debug for FlowRun<'_, E, I, O, P, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowRun").field("run", &self.run).finish()
+    }
+}
