@@ -49,7 +49,9 @@
 //!    compensated only when its action succeeded. [`FnStep`] and
 //!    [`TypedStep::by_option`] change either default.
 //! 4. Actions may return values that their compensation receives, by value or
-//!    by reference, checked at compile time.
+//!    by reference, checked at compile time. In a [`Flow`], every action and
+//!    compensation also reads the run's input and the values of the steps
+//!    before it, and a run returns a result (see [Data flow](#data-flow)).
 //! 5. A classifier ([`SagaBuilder::classify`]) routes each action error:
 //!    retry by the step's [`Retry`] policy, then compensate (the default),
 //!    compensate at once, or propagate without compensating.
@@ -76,6 +78,41 @@
 //!     `rt::CatchPanics`).
 //!
 //! [`SagaError`] says where and why a run stopped, in one table.
+//!
+//! # Data flow
+//!
+//! A [`Flow`] is a saga built once and run many times, each run with an
+//! input of its own; its steps read the input and the values returned by the
+//! steps before them, and a run returns a result. Start one with
+//! [`SagaBuilder::input`], add steps with [`FlowBuilder::then`]:
+//!
+//! ```
+//! use saga_core::SagaBuilder;
+//!
+//! let mut flow = SagaBuilder::new()
+//!     .input::<u32>() // nights
+//!     .then(
+//!         |nights: &u32| { let nights = *nights; async move { Ok::<_, String>(nights * 90) } },
+//!         |(_, price): (&u32, &u32)| { let _refund = *price; async { Ok(()) } },
+//!     )
+//!     .then(
+//!         |(nights, price)| { let receipt = format!("{nights} nights, {price} paid"); async move { Ok(receipt) } },
+//!         |_| async { Ok(()) },
+//!     )
+//!     .build_with(|(_, receipt)| receipt);
+//!
+//! assert_eq!(smol::block_on(flow.run(2)).unwrap(), "2 nights, 180 paid");
+//! assert_eq!(smol::block_on(flow.run(3)).unwrap(), "3 nights, 270 paid");
+//! ```
+//!
+//! What each step reads is a type: references to the input and to every
+//! earlier value, nested left to right (`((&input, &a), &b)`), so reading a
+//! value that cannot exist yet (a later step's, a sibling's in a parallel
+//! group) does not compile. A run's values live in the flow for that run
+//! only: handed to the result map on success, returned in the
+//! [`FlowError`] of a failed run (with the report), dropped if the run is
+//! dropped. A flow is the same engine as a [`Saga`]: every rule, policy and
+//! setting applies the same way.
 //!
 //! # Observability
 //!
