@@ -94,7 +94,12 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
             .as_mut()
             .map(|clock| (&mut *clock.timers, clock.timed_out));
         let run = Run::new(self.table.as_mut(), &self.plan, &mut self.scratch, timers);
-        FlowRun { run, done: false }
+        FlowRun {
+            run,
+            done: false,
+            #[cfg(feature = "std")]
+            panics: None,
+        }
     }
 
     /// The number of steps (each member of a group is one).
@@ -149,6 +154,9 @@ pub struct FlowRun<'a, E, I, O, P, S: ?Sized + FlowKind<E, I, O, P> = dyn Step<E
     run: Run<'a, E, S, S::Table>,
     // The values were handed out.
     done: bool,
+    // Set by `catch_panics`: how a panic becomes an `E`.
+    #[cfg(feature = "std")]
+    panics: Option<fn(crate::Panicked) -> E>,
 }
 
 impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> FlowRun<'_, E, I, O, P, S> {
@@ -160,6 +168,45 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> FlowRun<'_, E, I, O, P, S> {
         self.run.attach_abort(handle);
         self
     }
+
+    /// Makes a panic in a step or a callback a failure of what panicked, as
+    /// [`rt::CatchPanics`](crate::rt::CatchPanics) does for a saga's run:
+    /// the run goes on by the saga's rules (compensating what was applied),
+    /// and the error is `E::from(Panicked)`. With the `std` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use saga_core::{Panicked, SagaBuilder};
+    ///
+    /// #[derive(Debug, PartialEq)]
+    /// struct Error(String);
+    /// impl From<Panicked> for Error {
+    ///     fn from(panic: Panicked) -> Self { Error(panic.message().into()) }
+    /// }
+    ///
+    /// let mut flow = SagaBuilder::new()
+    ///     .input::<u32>()
+    ///     .then(|n: &u32| { let n = *n; async move { Ok::<_, Error>(n + 1) } }, |_| async { Ok(()) })
+    ///     // `then_option`: a panicking action may have partly happened, so it
+    ///     // is compensated too (with `None`).
+    ///     .then_option(|_| async { if true { panic!("bug in step 1") } Ok(0u32) }, |_| async { Ok(()) })
+    ///     .build();
+    ///
+    /// let error = smol::block_on(flow.run(1).catch_panics()).unwrap_err();
+    /// assert_eq!(*error.report().error(), Error("bug in step 1".into()));
+    /// assert!(error.report().is_fully_compensated());
+    /// assert_eq!(error.report().compensated_count(), 2);
+    /// assert_eq!(*error.values(), ((1, Some(2)), None));
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn catch_panics(mut self) -> Self
+    where
+        E: From<crate::Panicked>,
+    {
+        self.panics = Some(E::from);
+        self
+    }
 }
 
 impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Unpin for FlowRun<'_, E, I, O, P, S> {}
@@ -169,6 +216,12 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Future for FlowRun<'_, E, I, 
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        #[cfg(feature = "std")]
+        let result = match this.panics {
+            Some(from) => ready!(crate::rt::poll_catching(&mut this.run, cx, from)),
+            None => ready!(Pin::new(&mut this.run).poll(cx)),
+        };
+        #[cfg(not(feature = "std"))]
         let result = ready!(Pin::new(&mut this.run).poll(cx));
         this.done = true;
         let table = this.run.steps_mut();

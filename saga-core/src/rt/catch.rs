@@ -92,19 +92,28 @@ impl<E: From<Panicked>, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Futur
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // `Run` is `Unpin`, and so is this future.
-        let run = &mut self.get_mut().run;
-        if run.completed() {
-            // Polled after completion: the run's own panic says so, uncaught.
-            return Pin::new(run).poll(cx);
-        }
-        loop {
-            match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *run).poll(cx))) {
-                Ok(poll) => return poll,
-                // The step that panicked fails; poll again to go on from there.
-                Err(payload) => {
-                    let panic = Panicked::from_payload(&*payload);
-                    run.fail_in_flight(E::from(panic));
-                }
+        poll_catching(&mut self.get_mut().run, cx, E::from)
+    }
+}
+
+/// Polls `run`, failing what panicked (with `from` of the panic) and polling
+/// again until the run is pending or done.
+pub(crate) fn poll_catching<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>>(
+    run: &mut Run<'_, E, S, B>,
+    cx: &mut Context<'_>,
+    from: fn(Panicked) -> E,
+) -> Poll<Result<(), SagaError<E>>> {
+    if run.completed() {
+        // Polled after completion: the run's own panic says so, uncaught.
+        return Pin::new(run).poll(cx);
+    }
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *run).poll(cx))) {
+            Ok(poll) => return poll,
+            // The step that panicked fails; poll again to go on from there.
+            Err(payload) => {
+                let panic = Panicked::from_payload(&*payload);
+                run.fail_in_flight(from(panic));
             }
         }
     }

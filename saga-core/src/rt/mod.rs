@@ -2,7 +2,8 @@
 //! provides. Behind the `std` feature (off by default; the rest of the crate
 //! stays `no_std`).
 //!
-//! - [`CatchPanics`]: a run in which a panicking step is a failed step.
+//! - [`CatchPanics`]: a run in which a panicking step is a failed step
+//!   (for a flow's run: [`FlowRun::catch_panics`](crate::FlowRun::catch_panics)).
 //! - [`detach`]: a saga as a future to spawn on any executor, with a
 //!   [`SagaHandle`] to await its [`Finished`] report (or learn it was
 //!   [`Lost`]) and to abort it.
@@ -19,4 +20,5 @@ mod handle;
 
 pub use blocking::{Blocking, BlockingPool, blocking};
 pub use catch::CatchPanics;
+pub(crate) use catch::poll_catching;
 pub use handle::{Finished, Lost, SagaHandle, detach};
