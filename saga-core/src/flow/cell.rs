@@ -85,6 +85,7 @@ where
 {
     const COMPENSATES_FAILED_ACTION: bool = false;
 
+    #[inline]
     fn start(compensation: &mut C, before: &P, value: Option<&V>) -> Option<CF> {
         value.map(|value| compensation((before.refs(), value)))
     }
@@ -98,6 +99,7 @@ where
 {
     const COMPENSATES_FAILED_ACTION: bool = true;
 
+    #[inline]
     fn start(compensation: &mut C, before: &P, value: Option<&V>) -> Option<CF> {
         Some(compensation((before.refs(), value)))
     }
@@ -145,6 +147,7 @@ where
 {
     type Value = V;
 
+    #[inline]
     fn poll_action(self: Pin<&mut Self>, before: &P, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
         let mut this = self.project();
         loop {
@@ -162,6 +165,7 @@ where
         }
     }
 
+    #[inline]
     fn poll_compensate(
         self: Pin<&mut Self>,
         before: &P,
@@ -196,10 +200,12 @@ where
         }
     }
 
+    #[inline]
     fn reset(self: Pin<&mut Self>) {
         self.project().state.set(CellState::Idle);
     }
 
+    #[inline]
     fn cancel(self: Pin<&mut Self>) {
         let mut state = self.project().state;
         if let CellStateProj::Acting { .. } | CellStateProj::Compensating { .. } =
@@ -209,18 +215,22 @@ where
         }
     }
 
+    #[inline]
     fn compensates_failed_action(&self) -> bool {
         H::COMPENSATES_FAILED_ACTION
     }
 
+    #[inline]
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
+    #[inline]
     fn value(&self) -> Option<&V> {
         self.value.as_ref()
     }
 
+    #[inline]
     fn take_value(self: Pin<&mut Self>) -> Option<V> {
         let mut this = self.project();
         this.state.set(CellState::Idle);

@@ -116,9 +116,11 @@ impl<I, S: ?Sized> Start<I, S> {
 impl<I, S: ?Sized> Sealed for Start<I, S> {}
 
 impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
+    #[inline]
     fn step_count(&self) -> usize {
         self.steps.len()
     }
+    #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
         index: usize,
@@ -126,6 +128,7 @@ impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
     ) -> Poll<Result<(), E>> {
         Pin::new(&mut self.project().steps[..]).poll_action(index, cx)
     }
+    #[inline]
     fn poll_compensate(
         self: Pin<&mut Self>,
         index: usize,
@@ -133,18 +136,23 @@ impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
     ) -> Poll<Result<(), E>> {
         Pin::new(&mut self.project().steps[..]).poll_compensate(index, cx)
     }
+    #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
         Pin::new(&mut self.project().steps[..]).reset(index);
     }
+    #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
         Pin::new(&mut self.project().steps[..]).cancel(index);
     }
+    #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
         self.steps[..].compensates_failed_action(index)
     }
+    #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
         self.steps[..].retries_compensation(index)
     }
+    #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
         self.steps[..].step_name(index)
     }
@@ -159,18 +167,22 @@ impl<E, I: 'static, S: ?Sized + Step<E>> Chain<E> for Start<I, S> {
     type Values = I;
     type Partial = I;
 
+    #[inline]
     fn refs(&self) -> &I {
         self.input.as_ref().expect(MISSING)
     }
+    #[inline]
     fn start(self: Pin<&mut Self>, input: I) {
         *self.project().input = Some(input);
     }
+    #[inline]
     fn take_values(self: Pin<&mut Self>) -> Option<I> {
         let this = self.project();
         // What a plain step kept (a typed step's value) goes too.
         this.steps.iter_mut().for_each(|step| step.as_mut().reset());
         this.input.take()
     }
+    #[inline]
     fn take_partial(self: Pin<&mut Self>) -> I {
         let this = self.project();
         this.steps.iter_mut().for_each(|step| step.as_mut().reset());
@@ -212,9 +224,11 @@ pub trait LastCell {
 }
 
 impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
+    #[inline]
     fn step_count(&self) -> usize {
         self.index + 1
     }
+    #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
         index: usize,
@@ -227,6 +241,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
             this.prev.poll_action(index, cx)
         }
     }
+    #[inline]
     fn poll_compensate(
         self: Pin<&mut Self>,
         index: usize,
@@ -240,6 +255,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
             this.prev.poll_compensate(index, cx)
         }
     }
+    #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
         if index == *this.index {
@@ -248,6 +264,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
             this.prev.reset(index);
         }
     }
+    #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
         if index == *this.index {
@@ -256,6 +273,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
             this.prev.cancel(index);
         }
     }
+    #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
         if index == self.index {
             self.cell.compensates_failed_action()
@@ -263,10 +281,12 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
             self.prev.compensates_failed_action(index)
         }
     }
+    #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
         // The value is kept for every attempt.
         index == self.index || self.prev.retries_compensation(index)
     }
+    #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
         if index == self.index {
             self.cell.name()
@@ -285,17 +305,21 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Chain<E> for Then<P, X> {
     type Values = (P::Values, X::Value);
     type Partial = (P::Partial, Option<X::Value>);
 
+    #[inline]
     fn refs(&self) -> Self::Refs<'_> {
         (self.prev.refs(), self.cell.value().expect(MISSING))
     }
+    #[inline]
     fn start(self: Pin<&mut Self>, input: Self::Input) {
         self.project().prev.start(input);
     }
+    #[inline]
     fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
         let this = self.project();
         let value = this.cell.take_value();
         Some((this.prev.take_values()?, value?))
     }
+    #[inline]
     fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
         let this = self.project();
         let value = this.cell.take_value();
@@ -325,9 +349,11 @@ impl<P, X> Plain<P, X> {
 impl<P, X> Sealed for Plain<P, X> {}
 
 impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
+    #[inline]
     fn step_count(&self) -> usize {
         self.index + 1
     }
+    #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
         index: usize,
@@ -340,6 +366,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
             this.prev.poll_action(index, cx)
         }
     }
+    #[inline]
     fn poll_compensate(
         self: Pin<&mut Self>,
         index: usize,
@@ -352,6 +379,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
             this.prev.poll_compensate(index, cx)
         }
     }
+    #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
         if index == *this.index {
@@ -360,6 +388,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
             this.prev.reset(index);
         }
     }
+    #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
         if index == *this.index {
@@ -368,6 +397,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
             this.prev.cancel(index);
         }
     }
+    #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
         if index == self.index {
             self.step.compensates_failed_action()
@@ -375,6 +405,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
             self.prev.compensates_failed_action(index)
         }
     }
+    #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
         if index == self.index {
             self.step.retries_compensation()
@@ -382,6 +413,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
             self.prev.retries_compensation(index)
         }
     }
+    #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
         if index == self.index {
             self.step.name()
@@ -400,17 +432,21 @@ impl<E, P: Chain<E>, X: Step<E>> Chain<E> for Plain<P, X> {
     type Values = P::Values;
     type Partial = P::Partial;
 
+    #[inline]
     fn refs(&self) -> Self::Refs<'_> {
         self.prev.refs()
     }
+    #[inline]
     fn start(self: Pin<&mut Self>, input: Self::Input) {
         self.project().prev.start(input);
     }
+    #[inline]
     fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
         let mut this = self.project();
         this.step.as_mut().reset();
         this.prev.take_values()
     }
+    #[inline]
     fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
         let mut this = self.project();
         this.step.as_mut().reset();
@@ -444,9 +480,11 @@ impl<P, M> Group<P, M> {
 impl<P, M> Sealed for Group<P, M> {}
 
 impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
+    #[inline]
     fn step_count(&self) -> usize {
         self.start + self.members.count()
     }
+    #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
         index: usize,
@@ -460,6 +498,7 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
             None => this.prev.poll_action(index, cx),
         }
     }
+    #[inline]
     fn poll_compensate(
         self: Pin<&mut Self>,
         index: usize,
@@ -474,6 +513,7 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
             None => this.prev.poll_compensate(index, cx),
         }
     }
+    #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
         match index.checked_sub(*this.start) {
@@ -481,6 +521,7 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
             None => this.prev.reset(index),
         }
     }
+    #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
         match index.checked_sub(*this.start) {
@@ -488,18 +529,21 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
             None => this.prev.cancel(index),
         }
     }
+    #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
         match index.checked_sub(self.start) {
             Some(member) => self.members.compensates_failed_action(member),
             None => self.prev.compensates_failed_action(index),
         }
     }
+    #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
         match index.checked_sub(self.start) {
             Some(_) => true,
             None => self.prev.retries_compensation(index),
         }
     }
+    #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
         match index.checked_sub(self.start) {
             Some(member) => self.members.name(member),
@@ -517,17 +561,21 @@ impl<E, P: Chain<E>, M: Members<E, P>> Chain<E> for Group<P, M> {
     type Values = (P::Values, M::Values);
     type Partial = (P::Partial, M::Partial);
 
+    #[inline]
     fn refs(&self) -> Self::Refs<'_> {
         (self.prev.refs(), self.members.refs())
     }
+    #[inline]
     fn start(self: Pin<&mut Self>, input: Self::Input) {
         self.project().prev.start(input);
     }
+    #[inline]
     fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
         let this = self.project();
         let values = this.members.take_values();
         Some((this.prev.take_values()?, values?))
     }
+    #[inline]
     fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
         let this = self.project();
         let values = this.members.take_partial();

@@ -150,9 +150,11 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Members<E, P> for One<X> {
     type Values = X::Value;
     type Partial = Option<X::Value>;
 
+    #[inline]
     fn count(&self) -> usize {
         1
     }
+    #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
         _member: usize,
@@ -161,6 +163,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Members<E, P> for One<X> {
     ) -> Poll<Result<(), E>> {
         self.project().cell.poll_action(before, cx)
     }
+    #[inline]
     fn poll_compensate(
         self: Pin<&mut Self>,
         _member: usize,
@@ -169,24 +172,31 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Members<E, P> for One<X> {
     ) -> Poll<Result<(), E>> {
         self.project().cell.poll_compensate(before, cx)
     }
+    #[inline]
     fn reset(self: Pin<&mut Self>, _member: usize) {
         self.project().cell.reset();
     }
+    #[inline]
     fn cancel(self: Pin<&mut Self>, _member: usize) {
         self.project().cell.cancel();
     }
+    #[inline]
     fn compensates_failed_action(&self, _member: usize) -> bool {
         self.cell.compensates_failed_action()
     }
+    #[inline]
     fn name(&self, _member: usize) -> Option<&str> {
         self.cell.name()
     }
+    #[inline]
     fn refs(&self) -> Self::Refs<'_> {
         self.cell.value().expect(crate::flow::chain::MISSING)
     }
+    #[inline]
     fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
         self.project().cell.take_value()
     }
+    #[inline]
     fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
         self.project().cell.take_value()
     }
@@ -200,9 +210,11 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
     type Values = (M::Values, X::Value);
     type Partial = (M::Partial, Option<X::Value>);
 
+    #[inline]
     fn count(&self) -> usize {
         self.member + 1
     }
+    #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
         member: usize,
@@ -216,6 +228,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
             this.rest.poll_action(member, before, cx)
         }
     }
+    #[inline]
     fn poll_compensate(
         self: Pin<&mut Self>,
         member: usize,
@@ -229,6 +242,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
             this.rest.poll_compensate(member, before, cx)
         }
     }
+    #[inline]
     fn reset(self: Pin<&mut Self>, member: usize) {
         let this = self.project();
         if member == *this.member {
@@ -237,6 +251,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
             this.rest.reset(member);
         }
     }
+    #[inline]
     fn cancel(self: Pin<&mut Self>, member: usize) {
         let this = self.project();
         if member == *this.member {
@@ -245,6 +260,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
             this.rest.cancel(member);
         }
     }
+    #[inline]
     fn compensates_failed_action(&self, member: usize) -> bool {
         if member == self.member {
             self.cell.compensates_failed_action()
@@ -252,6 +268,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
             self.rest.compensates_failed_action(member)
         }
     }
+    #[inline]
     fn name(&self, member: usize) -> Option<&str> {
         if member == self.member {
             self.cell.name()
@@ -259,15 +276,18 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
             self.rest.name(member)
         }
     }
+    #[inline]
     fn refs(&self) -> Self::Refs<'_> {
         let value = self.cell.value().expect(crate::flow::chain::MISSING);
         (self.rest.refs(), value)
     }
+    #[inline]
     fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
         let this = self.project();
         let value = this.cell.take_value();
         Some((this.rest.take_values()?, value?))
     }
+    #[inline]
     fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
         let this = self.project();
         let value = this.cell.take_value();
