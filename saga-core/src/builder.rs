@@ -593,10 +593,7 @@ impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
 
     /// Sizes the lanes, their wakers and timers for `steps` steps: what a
     /// saga and a flow keep besides their steps.
-    pub(crate) fn into_run_parts(
-        self,
-        steps: usize,
-    ) -> (Plan<E, S>, Scratch<E>, Option<SagaClock<E, S>>) {
+    pub(crate) fn into_run_parts(self, steps: usize) -> RunParts<E, S> {
         let lanes = self.plan.lanes(steps);
         let scratch = Scratch::new(lanes, self.plan.widest_group());
         let mut clock = self.clock;
@@ -606,6 +603,9 @@ impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
         (self.plan, scratch, clock)
     }
 }
+
+/// What a saga or a flow keeps besides its steps.
+pub(crate) type RunParts<E, S> = (Plan<E, S>, Scratch<E>, Option<SagaClock<E, S>>);
 
 /// The callbacks of a `Send` [`Saga`]: `Send + Sync`, so that the saga and
 /// its run future are `Send`.

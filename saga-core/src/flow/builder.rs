@@ -49,6 +49,11 @@ impl<E, S: ?Sized + SagaKind<E>, T> SagaBuilder<E, S, T> {
     }
 }
 
+// The chains the step methods return, named for their signatures.
+type ThenByRef<C, A, U, AF, UF, V> = Then<C, FlowCell<A, U, AF, UF, V, ByRef>>;
+type ThenByOption<C, A, U, AF, UF, V> = Then<C, FlowCell<A, U, AF, UF, V, ByOption>>;
+type PlainFn<C, A, U, AF, UF> = Plain<C, FnStep<A, U, AF, UF>>;
+
 /// Builds a [`Flow`]: a saga whose runs each take an input, whose steps read
 /// the input and the values returned by the steps before them, and which
 /// returns a result. Made by [`SagaBuilder::input`].
@@ -145,11 +150,15 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     /// succeeded (see [`then_option`](FlowBuilder::then_option) for one that
     /// also undoes a failed action). The compensation can be retried by
     /// policy: the value is kept for every attempt.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the closures' and futures' types, each named once"
+    )]
     pub fn then<A, U, AF, UF, V>(
         self,
         action: A,
         compensation: U,
-    ) -> FlowBuilder<E, S, T, Then<C, FlowCell<A, U, AF, UF, V, ByRef>>>
+    ) -> FlowBuilder<E, S, T, ThenByRef<C, A, U, AF, UF, V>>
     where
         A: for<'a> FnMut(C::Refs<'a>) -> AF,
         AF: Future<Output = Result<V, E>>,
@@ -186,11 +195,15 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     /// assert!(smol::block_on(flow.run(5)).is_err());
     /// assert_eq!(*undone.lock().unwrap(), [(5, None)]);
     /// ```
+    #[allow(
+        clippy::type_complexity,
+        reason = "the closures' and futures' types, each named once"
+    )]
     pub fn then_option<A, U, AF, UF, V>(
         self,
         action: A,
         compensation: U,
-    ) -> FlowBuilder<E, S, T, Then<C, FlowCell<A, U, AF, UF, V, ByOption>>>
+    ) -> FlowBuilder<E, S, T, ThenByOption<C, A, U, AF, UF, V>>
     where
         A: for<'a> FnMut(C::Refs<'a>) -> AF,
         AF: Future<Output = Result<V, E>>,
@@ -204,7 +217,7 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     fn push_cell<X>(self, cell: X) -> FlowBuilder<E, S, T, Then<C, X>> {
         FlowBuilder {
             saga: self.saga,
-            chain: Then::new(self.chain, cell, self.count),
+            chain: Then::new(self.chain, cell),
             count: self.count + 1,
         }
     }
@@ -214,7 +227,7 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     pub fn step<X: Step<E>>(self, step: X) -> FlowBuilder<E, S, T, Plain<C, X>> {
         FlowBuilder {
             saga: self.saga,
-            chain: Plain::new(self.chain, step, self.count),
+            chain: Plain::new(self.chain, step),
             count: self.count + 1,
         }
     }
@@ -238,7 +251,7 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
         self,
         action: A,
         compensation: U,
-    ) -> FlowBuilder<E, S, T, Plain<C, FnStep<A, U, AF, UF>>>
+    ) -> FlowBuilder<E, S, T, PlainFn<C, A, U, AF, UF>>
     where
         A: FnMut() -> AF,
         AF: Future<Output = Result<V, E>>,
@@ -312,7 +325,7 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
         }
         FlowBuilder {
             saga,
-            chain: Group::new(self.chain, members, start),
+            chain: Group::new(self.chain, members),
             count: end,
         }
     }

@@ -41,6 +41,12 @@ pub trait Chain<E>: StepTable<E> {
     /// [`FlowError::values`](crate::FlowError::values) holds.
     type Partial;
 
+    /// How many steps the chain adds after [`Start`]'s plain steps.
+    #[doc(hidden)]
+    const LEN: usize;
+    /// How many plain steps [`Start`] holds (they come first).
+    #[doc(hidden)]
+    fn prefix(&self) -> usize;
     #[doc(hidden)]
     fn refs(&self) -> Self::Refs<'_>;
     /// Sets the input of a new run.
@@ -111,6 +117,13 @@ impl<I, S: ?Sized> Start<I, S> {
     pub(crate) fn new(steps: Vec<Pin<Box<S>>>) -> Self {
         Start { input: None, steps }
     }
+
+    /// A chain's indices count from the end of the plain steps, so that
+    /// every later node's index is a constant; theirs wrap below zero.
+    #[inline]
+    fn absolute(&self, index: usize) -> usize {
+        index.wrapping_add(self.steps.len())
+    }
 }
 
 impl<I, S: ?Sized> Sealed for Start<I, S> {}
@@ -118,7 +131,7 @@ impl<I, S: ?Sized> Sealed for Start<I, S> {}
 impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
     #[inline]
     fn step_count(&self) -> usize {
-        self.steps.len()
+        0
     }
     #[inline]
     fn poll_action(
@@ -126,6 +139,7 @@ impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
         index: usize,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
+        let index = self.absolute(index);
         Pin::new(&mut self.project().steps[..]).poll_action(index, cx)
     }
     #[inline]
@@ -134,27 +148,30 @@ impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
         index: usize,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
+        let index = self.absolute(index);
         Pin::new(&mut self.project().steps[..]).poll_compensate(index, cx)
     }
     #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
+        let index = self.absolute(index);
         Pin::new(&mut self.project().steps[..]).reset(index);
     }
     #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
+        let index = self.absolute(index);
         Pin::new(&mut self.project().steps[..]).cancel(index);
     }
     #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
-        self.steps[..].compensates_failed_action(index)
+        self.steps[..].compensates_failed_action(self.absolute(index))
     }
     #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
-        self.steps[..].retries_compensation(index)
+        self.steps[..].retries_compensation(self.absolute(index))
     }
     #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
-        self.steps[..].step_name(index)
+        self.steps[..].step_name(self.absolute(index))
     }
 }
 
@@ -167,7 +184,14 @@ impl<E, I: 'static, S: ?Sized + Step<E>> Chain<E> for Start<I, S> {
     type Values = I;
     type Partial = I;
 
+    const LEN: usize = 0;
+
     #[inline]
+    fn prefix(&self) -> usize {
+        self.steps.len()
+    }
+
+    #[inline(always)]
     fn refs(&self) -> &I {
         self.input.as_ref().expect(MISSING)
     }
@@ -198,13 +222,12 @@ pin_project! {
         prev: P,
         #[pin]
         cell: X,
-        index: usize,
     }
 }
 
 impl<P, X> Then<P, X> {
-    pub(crate) fn new(prev: P, cell: X, index: usize) -> Self {
-        Then { prev, cell, index }
+    pub(crate) fn new(prev: P, cell: X) -> Self {
+        Then { prev, cell }
     }
 }
 
@@ -226,7 +249,7 @@ pub trait LastCell {
 impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
     #[inline]
     fn step_count(&self) -> usize {
-        self.index + 1
+        P::LEN + 1
     }
     #[inline]
     fn poll_action(
@@ -235,7 +258,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.cell.poll_action(this.prev.into_ref().get_ref(), cx)
         } else {
             this.prev.poll_action(index, cx)
@@ -248,7 +271,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.cell
                 .poll_compensate(this.prev.into_ref().get_ref(), cx)
         } else {
@@ -258,7 +281,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
     #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.cell.reset();
         } else {
             this.prev.reset(index);
@@ -267,7 +290,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
     #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.cell.cancel();
         } else {
             this.prev.cancel(index);
@@ -275,7 +298,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
     }
     #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
-        if index == self.index {
+        if index == P::LEN {
             self.cell.compensates_failed_action()
         } else {
             self.prev.compensates_failed_action(index)
@@ -284,11 +307,11 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
     #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
         // The value is kept for every attempt.
-        index == self.index || self.prev.retries_compensation(index)
+        index == P::LEN || self.prev.retries_compensation(index)
     }
     #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
-        if index == self.index {
+        if index == P::LEN {
             self.cell.name()
         } else {
             self.prev.step_name(index)
@@ -305,7 +328,14 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Chain<E> for Then<P, X> {
     type Values = (P::Values, X::Value);
     type Partial = (P::Partial, Option<X::Value>);
 
+    const LEN: usize = P::LEN + 1;
+
     #[inline]
+    fn prefix(&self) -> usize {
+        self.prev.prefix()
+    }
+
+    #[inline(always)]
     fn refs(&self) -> Self::Refs<'_> {
         (self.prev.refs(), self.cell.value().expect(MISSING))
     }
@@ -336,13 +366,12 @@ pin_project! {
         prev: P,
         #[pin]
         step: X,
-        index: usize,
     }
 }
 
 impl<P, X> Plain<P, X> {
-    pub(crate) fn new(prev: P, step: X, index: usize) -> Self {
-        Plain { prev, step, index }
+    pub(crate) fn new(prev: P, step: X) -> Self {
+        Plain { prev, step }
     }
 }
 
@@ -351,7 +380,7 @@ impl<P, X> Sealed for Plain<P, X> {}
 impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
     #[inline]
     fn step_count(&self) -> usize {
-        self.index + 1
+        P::LEN + 1
     }
     #[inline]
     fn poll_action(
@@ -360,7 +389,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.step.poll_action(cx)
         } else {
             this.prev.poll_action(index, cx)
@@ -373,7 +402,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.step.poll_compensate(cx)
         } else {
             this.prev.poll_compensate(index, cx)
@@ -382,7 +411,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
     #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.step.reset();
         } else {
             this.prev.reset(index);
@@ -391,7 +420,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
     #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
-        if index == *this.index {
+        if index == P::LEN {
             this.step.cancel();
         } else {
             this.prev.cancel(index);
@@ -399,7 +428,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
     }
     #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
-        if index == self.index {
+        if index == P::LEN {
             self.step.compensates_failed_action()
         } else {
             self.prev.compensates_failed_action(index)
@@ -407,7 +436,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
     }
     #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
-        if index == self.index {
+        if index == P::LEN {
             self.step.retries_compensation()
         } else {
             self.prev.retries_compensation(index)
@@ -415,7 +444,7 @@ impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
     }
     #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
-        if index == self.index {
+        if index == P::LEN {
             self.step.name()
         } else {
             self.prev.step_name(index)
@@ -432,7 +461,14 @@ impl<E, P: Chain<E>, X: Step<E>> Chain<E> for Plain<P, X> {
     type Values = P::Values;
     type Partial = P::Partial;
 
+    const LEN: usize = P::LEN + 1;
+
     #[inline]
+    fn prefix(&self) -> usize {
+        self.prev.prefix()
+    }
+
+    #[inline(always)]
     fn refs(&self) -> Self::Refs<'_> {
         self.prev.refs()
     }
@@ -463,26 +499,28 @@ pin_project! {
         prev: P,
         #[pin]
         members: M,
-        start: usize,
     }
 }
 
 impl<P, M> Group<P, M> {
-    pub(crate) fn new(prev: P, members: M, start: usize) -> Self {
-        Group {
-            prev,
-            members,
-            start,
-        }
+    pub(crate) fn new(prev: P, members: M) -> Self {
+        Group { prev, members }
     }
 }
 
 impl<P, M> Sealed for Group<P, M> {}
 
+/// Which member of the group after `P` step `index` is, if any.
+#[inline]
+fn member_index<E, P: Chain<E>, M: Members<E, P>>(index: usize) -> Option<usize> {
+    let member = index.wrapping_sub(P::LEN);
+    (member < M::LEN).then_some(member)
+}
+
 impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
     #[inline]
     fn step_count(&self) -> usize {
-        self.start + self.members.count()
+        P::LEN + M::LEN
     }
     #[inline]
     fn poll_action(
@@ -491,7 +529,7 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        match index.checked_sub(*this.start) {
+        match member_index::<E, P, M>(index) {
             Some(member) => this
                 .members
                 .poll_action(member, this.prev.into_ref().get_ref(), cx),
@@ -505,7 +543,7 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        match index.checked_sub(*this.start) {
+        match member_index::<E, P, M>(index) {
             Some(member) => {
                 this.members
                     .poll_compensate(member, this.prev.into_ref().get_ref(), cx)
@@ -516,7 +554,7 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
     #[inline]
     fn reset(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
-        match index.checked_sub(*this.start) {
+        match member_index::<E, P, M>(index) {
             Some(member) => this.members.reset(member),
             None => this.prev.reset(index),
         }
@@ -524,28 +562,28 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
     #[inline]
     fn cancel(self: Pin<&mut Self>, index: usize) {
         let this = self.project();
-        match index.checked_sub(*this.start) {
+        match member_index::<E, P, M>(index) {
             Some(member) => this.members.cancel(member),
             None => this.prev.cancel(index),
         }
     }
     #[inline]
     fn compensates_failed_action(&self, index: usize) -> bool {
-        match index.checked_sub(self.start) {
+        match member_index::<E, P, M>(index) {
             Some(member) => self.members.compensates_failed_action(member),
             None => self.prev.compensates_failed_action(index),
         }
     }
     #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
-        match index.checked_sub(self.start) {
+        match member_index::<E, P, M>(index) {
             Some(_) => true,
             None => self.prev.retries_compensation(index),
         }
     }
     #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
-        match index.checked_sub(self.start) {
+        match member_index::<E, P, M>(index) {
             Some(member) => self.members.name(member),
             None => self.prev.step_name(index),
         }
@@ -561,7 +599,14 @@ impl<E, P: Chain<E>, M: Members<E, P>> Chain<E> for Group<P, M> {
     type Values = (P::Values, M::Values);
     type Partial = (P::Partial, M::Partial);
 
+    const LEN: usize = P::LEN + M::LEN;
+
     #[inline]
+    fn prefix(&self) -> usize {
+        self.prev.prefix()
+    }
+
+    #[inline(always)]
     fn refs(&self) -> Self::Refs<'_> {
         (self.prev.refs(), self.members.refs())
     }

@@ -1,5 +1,6 @@
 //! [`FlowError`]: a failed flow run's report, and the values it produced.
 
+use alloc::boxed::Box;
 use core::fmt;
 
 use crate::SagaError;
@@ -13,6 +14,9 @@ use crate::SagaError;
 /// compensated since; [`SagaError::uncompensated_steps`] says which steps
 /// are left applied, so the values of those are what an operator needs to
 /// finish by hand.
+///
+/// A failed run allocates the report and the values, a box each; a
+/// successful run allocates nothing.
 ///
 /// `Display` and [`source`](core::error::Error::source) are the report's,
 /// `Debug` shows the report only (the values need not be `Debug`), and `From<FlowError<E, P>> for SagaError<E>` drops the values, so `?`
@@ -37,12 +41,17 @@ use crate::SagaError;
 /// ```
 pub struct FlowError<E, P> {
     report: SagaError<E>,
-    values: P,
+    // Boxed, as the report is: a `Result<_, FlowError<E, P>>` stays two
+    // pointers wide however many values the flow has.
+    values: Box<P>,
 }
 
 impl<E, P> FlowError<E, P> {
     pub(crate) fn new(report: SagaError<E>, values: P) -> Self {
-        FlowError { report, values }
+        FlowError {
+            report,
+            values: Box::new(values),
+        }
     }
 
     /// Where and why the run stopped, and what was compensated.
@@ -63,7 +72,7 @@ impl<E, P> FlowError<E, P> {
 
     /// The report and the values.
     pub fn into_parts(self) -> (SagaError<E>, P) {
-        (self.report, self.values)
+        (self.report, *self.values)
     }
 }
 

@@ -21,8 +21,9 @@ pub trait Members<E, P: Chain<E>>: crate::run::TableSealed {
     /// The members' values as `Option`s.
     type Partial;
 
+    /// How many members there are.
     #[doc(hidden)]
-    fn count(&self) -> usize;
+    const LEN: usize;
     #[doc(hidden)]
     fn poll_action(
         self: Pin<&mut Self>,
@@ -90,11 +91,7 @@ impl<X> crate::run::TableSealed for One<X> {}
 impl<X, Y> Push<Y> for One<X> {
     type Output = Many<One<X>, Y>;
     fn push(self, cell: Y) -> Many<One<X>, Y> {
-        Many {
-            rest: self,
-            cell,
-            member: 1,
-        }
+        Many { rest: self, cell }
     }
 }
 
@@ -106,7 +103,6 @@ pin_project! {
         rest: M,
         #[pin]
         cell: X,
-        member: usize,
     }
 }
 
@@ -115,12 +111,7 @@ impl<M, X> crate::run::TableSealed for Many<M, X> {}
 impl<M, X, Y> Push<Y> for Many<M, X> {
     type Output = Many<Many<M, X>, Y>;
     fn push(self, cell: Y) -> Many<Many<M, X>, Y> {
-        let member = self.member + 1;
-        Many {
-            rest: self,
-            cell,
-            member,
-        }
+        Many { rest: self, cell }
     }
 }
 
@@ -150,10 +141,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Members<E, P> for One<X> {
     type Values = X::Value;
     type Partial = Option<X::Value>;
 
-    #[inline]
-    fn count(&self) -> usize {
-        1
-    }
+    const LEN: usize = 1;
     #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
@@ -188,7 +176,7 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Members<E, P> for One<X> {
     fn name(&self, _member: usize) -> Option<&str> {
         self.cell.name()
     }
-    #[inline]
+    #[inline(always)]
     fn refs(&self) -> Self::Refs<'_> {
         self.cell.value().expect(crate::flow::chain::MISSING)
     }
@@ -210,10 +198,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
     type Values = (M::Values, X::Value);
     type Partial = (M::Partial, Option<X::Value>);
 
-    #[inline]
-    fn count(&self) -> usize {
-        self.member + 1
-    }
+    const LEN: usize = M::LEN + 1;
     #[inline]
     fn poll_action(
         self: Pin<&mut Self>,
@@ -222,7 +207,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        if member == *this.member {
+        if member == M::LEN {
             this.cell.poll_action(before, cx)
         } else {
             this.rest.poll_action(member, before, cx)
@@ -236,7 +221,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
         let this = self.project();
-        if member == *this.member {
+        if member == M::LEN {
             this.cell.poll_compensate(before, cx)
         } else {
             this.rest.poll_compensate(member, before, cx)
@@ -245,7 +230,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
     #[inline]
     fn reset(self: Pin<&mut Self>, member: usize) {
         let this = self.project();
-        if member == *this.member {
+        if member == M::LEN {
             this.cell.reset();
         } else {
             this.rest.reset(member);
@@ -254,7 +239,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
     #[inline]
     fn cancel(self: Pin<&mut Self>, member: usize) {
         let this = self.project();
-        if member == *this.member {
+        if member == M::LEN {
             this.cell.cancel();
         } else {
             this.rest.cancel(member);
@@ -262,7 +247,7 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
     }
     #[inline]
     fn compensates_failed_action(&self, member: usize) -> bool {
-        if member == self.member {
+        if member == M::LEN {
             self.cell.compensates_failed_action()
         } else {
             self.rest.compensates_failed_action(member)
@@ -270,13 +255,13 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
     }
     #[inline]
     fn name(&self, member: usize) -> Option<&str> {
-        if member == self.member {
+        if member == M::LEN {
             self.cell.name()
         } else {
             self.rest.name(member)
         }
     }
-    #[inline]
+    #[inline(always)]
     fn refs(&self) -> Self::Refs<'_> {
         let value = self.cell.value().expect(crate::flow::chain::MISSING);
         (self.rest.refs(), value)

@@ -25,6 +25,10 @@ use crate::{AbortHandle, Aborted, CompensationMode, Run, Step};
 /// flow for that run only, and are handed out (the result, or the failed
 /// run's values) or dropped when it ends, so no run sees another's.
 ///
+/// Building a flow allocates one box for all its steps (they live in one
+/// struct, each step's future inline) and the run's bookkeeping; a
+/// successful run allocates nothing.
+///
 /// `Flow` holds `Send` steps, so it and its run future are `Send` (when `E`
 /// and the values are); [`LocalFlow`] is the same API for steps that are
 /// not. The type names no closure, so a flow can be a field:

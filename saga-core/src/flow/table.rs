@@ -39,10 +39,20 @@ pin_project! {
 
 impl<C, M> TableSealed for Mapped<C, M> {}
 
+/// A step's index in the chain: counted from the end of [`Start`]'s plain
+/// steps (theirs wrap), so that each node's own index is a constant and a
+/// lookup compiles to a jump.
+///
+/// [`Start`]: crate::marker::Start
+#[inline]
+fn relative<E, C: Chain<E>>(chain: &C, index: usize) -> usize {
+    index.wrapping_sub(chain.prefix())
+}
+
 impl<E, C: Chain<E>, M> StepTable<E> for Mapped<C, M> {
     #[inline]
     fn step_count(&self) -> usize {
-        self.chain.step_count()
+        self.chain.prefix() + C::LEN
     }
     #[inline]
     fn poll_action(
@@ -50,6 +60,7 @@ impl<E, C: Chain<E>, M> StepTable<E> for Mapped<C, M> {
         index: usize,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
+        let index = relative(&self.chain, index);
         self.project().chain.poll_action(index, cx)
     }
     #[inline]
@@ -58,22 +69,27 @@ impl<E, C: Chain<E>, M> StepTable<E> for Mapped<C, M> {
         index: usize,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), E>> {
+        let index = relative(&self.chain, index);
         self.project().chain.poll_compensate(index, cx)
     }
     fn reset(self: Pin<&mut Self>, index: usize) {
+        let index = relative(&self.chain, index);
         self.project().chain.reset(index);
     }
     fn cancel(self: Pin<&mut Self>, index: usize) {
+        let index = relative(&self.chain, index);
         self.project().chain.cancel(index);
     }
     fn compensates_failed_action(&self, index: usize) -> bool {
-        self.chain.compensates_failed_action(index)
+        self.chain
+            .compensates_failed_action(relative(&self.chain, index))
     }
     fn retries_compensation(&self, index: usize) -> bool {
-        self.chain.retries_compensation(index)
+        self.chain
+            .retries_compensation(relative(&self.chain, index))
     }
     fn step_name(&self, index: usize) -> Option<&str> {
-        self.chain.step_name(index)
+        self.chain.step_name(relative(&self.chain, index))
     }
 }
 

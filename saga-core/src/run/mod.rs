@@ -480,7 +480,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Future for Run<'_, E,
         #[cfg(feature = "tracing")]
         let _entered = {
             if this.phase == Phase::Start {
-                this.span = crate::trace::saga_span(this.steps.len());
+                this.span = crate::trace::saga_span(this.steps.step_count());
             }
             this.span.clone().entered()
         };
