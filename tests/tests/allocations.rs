@@ -71,6 +71,7 @@ fn main() {
     building_allocates_a_box_per_step_and_running_allocates_nothing();
     a_named_failed_step_costs_one_allocation_for_its_name();
     abortable_runs_allocate_nothing_once_the_handle_has_room();
+    a_flow_is_one_box_and_a_successful_run_allocates_nothing();
     println!("allocation contract: ok");
 }
 
@@ -203,4 +204,62 @@ fn abortable_runs_allocate_nothing_once_the_handle_has_room() {
     let (allocs, reallocs, result) = count(|| block_on(sagas[0].run().abortable(&handle)));
     assert!(result.is_ok());
     assert_eq!((allocs, reallocs), (0, 0), "a run on a shared handle");
+}
+
+/// A flow of three steps passing `String`s, the last failing when the input
+/// says so.
+fn trip_flow()
+-> saga_core::Flow<Failed, bool, usize, (((bool, Option<u64>), Option<u64>), Option<usize>)> {
+    SagaBuilder::new()
+        .input::<bool>()
+        .then(
+            |_: &bool| async { Ok(7u64) },
+            |_: (&bool, &u64)| async { Ok(()) },
+        )
+        .then(
+            |(_, id)| {
+                let id = *id;
+                async move { Ok(id * 2) }
+            },
+            |_| async { Ok(()) },
+        )
+        .then(
+            |((fail, _), _)| {
+                let fail = *fail;
+                async move { if fail { Err(Failed) } else { Ok(3usize) } }
+            },
+            |_| async { Ok(()) },
+        )
+        .build_with(|(_, last)| last)
+}
+
+fn a_flow_is_one_box_and_a_successful_run_allocates_nothing() {
+    // One box for the three steps, where a saga has one per step and the
+    // list.
+    let (flow_allocs, _, mut flow) = count(trip_flow);
+    let counter = Counter::leak();
+    let (saga_allocs, _, saga) = count(|| fn_saga::<false>(counter, 3, false));
+    drop(saga);
+    assert_eq!(
+        (flow_allocs, saga_allocs),
+        (1, 4),
+        "a flow: one box for all its steps"
+    );
+    for run in 0..3 {
+        let (allocs, reallocs, result) = count(|| block_on(flow.run(false)));
+        assert_eq!(result.ok(), Some(3));
+        assert_eq!(
+            (allocs, reallocs),
+            (0, 0),
+            "a successful flow run, run {run}"
+        );
+        let (allocs, reallocs, result) = count(|| block_on(flow.run(true)));
+        let error = result.unwrap_err();
+        assert_eq!(*error.values(), (((true, Some(7)), Some(14)), None));
+        assert_eq!(
+            (allocs, reallocs),
+            (2, 0),
+            "a failed flow run: the report and the values, run {run}"
+        );
+    }
 }
