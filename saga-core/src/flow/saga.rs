@@ -39,7 +39,7 @@ use crate::{AbortHandle, Aborted, CompensationMode, Run, Step};
 /// struct Service {
 ///     // Input `u32`; result `String`; a failed run's values: the input and
 ///     // the one step's value.
-///     order: Flow<&'static str, u32, String, (u32, Option<u64>)>,
+///     order: Flow<String, u32, String, (u32, Option<u64>)>,
 /// }
 ///
 /// let service = Service {
@@ -51,6 +51,16 @@ use crate::{AbortHandle, Aborted, CompensationMode, Run, Step};
 /// let mut order = service.order;
 /// assert_eq!(smol::block_on(order.run(4)).unwrap(), "4 for 1000 cents");
 /// assert_eq!(smol::block_on(order.run(1)).unwrap(), "1 for 250 cents");
+///
+/// // A task that owns the flow and awaits a run is `Send`: spawn it on any
+/// // multi-threaded executor. (As for a `Saga`, the compiler cannot see
+/// // that when the error type holds a lifetime, such as `&'static str`.)
+/// let task = smol::spawn(async move {
+///     let receipt = order.run(2).await;
+///     (order, receipt)
+/// });
+/// let (_order, receipt) = smol::block_on(task);
+/// assert_eq!(receipt.unwrap(), "2 for 500 cents");
 /// ```
 pub struct Flow<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P> = dyn Step<E> + Send + 'static> {
     table: Pin<Box<S::Table>>,

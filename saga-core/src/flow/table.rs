@@ -120,12 +120,14 @@ pub trait FlowKind<E, I, O, P>: SagaKind<E> {
     type Table: ?Sized + FlowTable<E, I, O, P>;
 }
 
-impl<E, I, O, P> FlowKind<E, I, O, P> for dyn Step<E> + Send + 'static {
-    type Table = dyn FlowTable<E, I, O, P> + Send;
+// For any lifetime, not only `'static`, as `SagaKind`: the compiler checks
+// that a future holding a run is `Send` with its lifetimes erased.
+impl<'a, E, I, O, P> FlowKind<E, I, O, P> for dyn Step<E> + Send + 'a {
+    type Table = dyn FlowTable<E, I, O, P> + Send + 'a;
 }
 
-impl<E, I, O, P> FlowKind<E, I, O, P> for dyn Step<E> + 'static {
-    type Table = dyn FlowTable<E, I, O, P>;
+impl<'a, E, I, O, P> FlowKind<E, I, O, P> for dyn Step<E> + 'a {
+    type Table = dyn FlowTable<E, I, O, P> + 'a;
 }
 
 /// "This kind of flow can store this table": its steps (and their values)
@@ -142,18 +144,18 @@ pub trait TableSlot<X>: TableSealed {
     fn pin_box(table: X) -> Pin<Box<Self>>;
 }
 
-impl<E, I, O, P, X> TableSlot<X> for dyn FlowTable<E, I, O, P> + Send
+impl<'a, E, I, O, P, X> TableSlot<X> for dyn FlowTable<E, I, O, P> + Send + 'a
 where
-    X: FlowTable<E, I, O, P> + Send + 'static,
+    X: FlowTable<E, I, O, P> + Send + 'a,
 {
     fn pin_box(table: X) -> Pin<Box<Self>> {
         Box::pin(table)
     }
 }
 
-impl<E, I, O, P, X> TableSlot<X> for dyn FlowTable<E, I, O, P>
+impl<'a, E, I, O, P, X> TableSlot<X> for dyn FlowTable<E, I, O, P> + 'a
 where
-    X: FlowTable<E, I, O, P> + 'static,
+    X: FlowTable<E, I, O, P> + 'a,
 {
     fn pin_box(table: X) -> Pin<Box<Self>> {
         Box::pin(table)
