@@ -5,6 +5,8 @@
 //! Each test file does `mod support;` and uses what it needs.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod flow;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
