@@ -413,8 +413,7 @@ fn one_flow_runs_fifty_times() {
 // 3. As a user writes it
 // ---------------------------------------------------------------------------
 
-/// `future`, boxed as `Send`: an `async` block that awaits a flow run
-/// directly is not `Send` (see `a_flow_run_awaited_in_an_async_block_is_send`).
+/// `future`, boxed as `Send`, as the executors take it.
 fn sendable<'a, T>(
     future: impl Future<Output = T> + Send + 'a,
 ) -> Pin<Box<dyn Future<Output = T> + Send + 'a>> {
@@ -732,25 +731,11 @@ fn a_generic_helper_reads_an_earlier_value() {
     assert!(last.is_none());
 }
 
-// BUG (saga-core flows): an `async` block that awaits a `FlowRun` is not
-// `Send`, though the `FlowRun` itself is (the `sendable` helper above boxes
-// it as `dyn Future + Send` first, and that compiles). A plain saga's run
-// awaited the same way is `Send`. So `tokio::spawn(async move {
-// flow.run(input).await })` does not compile. rustc says:
-//
-//     error: implementation of `FlowKind` is not general enough
-//       = note: `(dyn saga_core::Step<()> + Send + '0)` must implement
-//         `FlowKind<(), u32, (u32, u32), (u32, Option<u32>)>`, for any lifetime `'0`...
-//       = note: ...but `FlowKind<..>` is actually implemented for the type
-//         `(dyn saga_core::Step<()> + Send + 'static)`
-//
-// (`FlowKind` is implemented only for the `'static` trait objects, and the
-// `FlowRun` held across the `.await` names `S::Table`.) The test cannot be
-// compiled until that is fixed, so it is kept out of the build: remove the
-// `cfg` to check the fix.
-#[cfg(any())]
+// An `async` block that awaits a `FlowRun` is `Send`, so
+// `tokio::spawn(async move { flow.run(input).await })` compiles. (It did not
+// while `FlowKind` was implemented only for the `'static` trait objects: the
+// compiler checks the block with its lifetimes erased.)
 #[test]
-#[ignore = "BUG: an async block awaiting a FlowRun is not Send (does not compile)"]
 fn a_flow_run_awaited_in_an_async_block_is_send() {
     fn needs_send<F: Future + Send>(future: F) -> F {
         future
@@ -771,7 +756,6 @@ fn a_flow_run_awaited_in_an_async_block_is_send() {
 
 #[test]
 fn a_flow_run_itself_is_send() {
-    // What does compile (the workaround of the bug above).
     fn needs_send<F: Future + Send>(future: F) -> F {
         future
     }
