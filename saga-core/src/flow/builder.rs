@@ -172,6 +172,9 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     /// [`then`](FlowBuilder::then), with a compensation that also runs when
     /// the action failed or was cut short (it may have partly happened),
     /// receiving `None` for its own value then, and `Some` after a success.
+    /// Like `then`'s, and unlike
+    /// [`TypedStep::by_option`](crate::TypedStep::by_option)'s, it can be
+    /// retried by policy: the value is kept for every attempt.
     ///
     /// # Examples
     ///
