@@ -32,9 +32,9 @@ use std::time::Duration;
 
 use saga_core::marker::{Appends, Pick, SagaKind};
 use saga_core::{
-    AbortHandle, Aborted, CompensationMode, Flow, FlowBuilder, FlowError, FnStep, Handling,
-    InFlight, LocalFlow, LocalSagaBuilder, Observer, ParallelGroup, Recovery, Retry, SagaBuilder,
-    SagaError, StepPolicy, StepRef, StopReason, TimedOut,
+    AbortHandle, Aborted, CompensationMode, Flow, FlowBuilder, FnStep, Handling, InFlight,
+    LocalFlow, LocalSagaBuilder, Observer, ParallelGroup, Recovery, Retry, SagaBuilder, SagaError,
+    StepPolicy, StepRef, StopReason, TimedOut,
 };
 
 // ---------------------------------------------------------------------------
@@ -2364,27 +2364,11 @@ fn flow_run_and_error_are_send() {
 }
 
 type SpawnedFlow = Flow<String, u32, u32, (u32, Option<u32>)>;
-type SpawnedResult = Result<u32, FlowError<String, (u32, Option<u32>)>>;
 
 /// The run future, boxed as `dyn Future + Send`.
 ///
-/// MISMATCH (compile time, so not a runnable test): `Flow`'s docs say "it and
-/// its run future are `Send`", and `FlowRun` is `Send` when checked directly
-/// (`flow_run_and_error_are_send`), but an `async` block that awaits a
-/// `FlowRun` is not: `tokio::spawn(async move { flow.run(41).await })` fails
-/// with "implementation of `FlowKind` is not general enough ...
-/// `dyn Step<String> + Send + '0` must implement `FlowKind<..>` for any
-/// lifetime `'0`". The same with a plain `Saga` compiles. Boxing the run as a
-/// `dyn Future + Send` (here) is the workaround.
-fn boxed_run(
-    flow: &mut SpawnedFlow,
-    input: u32,
-) -> Pin<Box<dyn Future<Output = SpawnedResult> + Send + '_>> {
-    Box::pin(flow.run(input))
-}
-
 #[test]
-fn a_flow_runs_on_a_multi_threaded_runtime_when_boxed() {
+fn a_task_owning_a_flow_runs_on_a_multi_threaded_runtime() {
     let mut flow: SpawnedFlow = SagaBuilder::<String>::new()
         .input::<u32>()
         .then(
@@ -2403,7 +2387,10 @@ fn a_flow_runs_on_a_multi_threaded_runtime_when_boxed() {
         .build()
         .unwrap();
     let result = runtime
-        .block_on(async move { tokio::spawn(async move { boxed_run(&mut flow, 41).await }).await })
+        .block_on(async move {
+            // `Flow`'s docs: a task that owns the flow and awaits a run is `Send`.
+            tokio::spawn(async move { flow.run(41).await }).await
+        })
         .unwrap();
     assert_eq!(result.unwrap(), 42);
 }
@@ -2793,8 +2780,8 @@ fn values_are_dropped_with_a_run_dropped_while_compensating() {
 
 #[test]
 fn a_panicking_step_unwinds_out_of_the_flow_run_and_the_flow_runs_again() {
-    // No `CatchPanics` takes a `FlowRun` (`CatchPanics::new` takes a `Run`),
-    // so a panic unwinds out of `poll`, as for an unwrapped `Run`.
+    // Without `FlowRun::catch_panics`, a panic unwinds out of `poll`, as for
+    // a `Run` not wrapped in `rt::CatchPanics`.
     let drops = Arc::new(AtomicUsize::new(0));
     let undone = Arc::new(AtomicUsize::new(0));
     let (d0, u) = (drops.clone(), undone.clone());

@@ -74,7 +74,9 @@ type PlainFn<C, A, U, AF, UF> = Plain<C, FnStep<A, U, AF, UF>>;
 /// The closures receive references, and the futures they return cannot
 /// borrow them: clone or copy what the future needs (as in
 /// [`TypedStep::by_ref`](crate::TypedStep::by_ref)). Values must be
-/// `'static`, and `Send` in a `Flow` (not in a [`LocalFlow`](crate::LocalFlow)).
+/// `'static`, and `Send` in a `Flow` (not in a [`LocalFlow`](crate::LocalFlow),
+/// started from [`SagaBuilder::new_local`]; to name its error type there,
+/// write `LocalSagaBuilder::<E>::new_local()`).
 ///
 /// Every value of a run is kept until the run ends, so that every later
 /// action and compensation (retried or not) reads the same value; then the
@@ -150,6 +152,13 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     /// succeeded (see [`then_option`](FlowBuilder::then_option) for one that
     /// also undoes a failed action). The compensation can be retried by
     /// policy: the value is kept for every attempt.
+    ///
+    /// An action cut short (by a timeout, an abort with
+    /// [`InFlight::CutShort`], or its group's failure) may have partly
+    /// happened but has no value to undo: the step is then reported as left
+    /// applied ([`SagaError::uncompensated_steps`](crate::SagaError::uncompensated_steps)).
+    /// Use `then_option` for a step whose compensation can undo a partial
+    /// action.
     #[allow(
         clippy::type_complexity,
         reason = "the closures' and futures' types, each named once"
@@ -267,8 +276,10 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     /// Adds a parallel group, as [`SagaBuilder::parallel`]: its members run
     /// concurrently, each reading the values before the group (not each
     /// other's), and the group adds one entry to what later steps read: its
-    /// members' values, nested left to right (`(&A, &B)`, then
-    /// `((&A, &B), &C)`).
+    /// members' values, nested left to right (`&A` for one member, `(&A, &B)`
+    /// for two, then `((&A, &B), &C)`). A group has at least one member: an
+    /// empty one does not compile. Its members are added with `then` and
+    /// `then_option` (see [`FlowGroupBuilder`]).
     ///
     /// # Examples
     ///
@@ -333,7 +344,11 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
         }
     }
 
-    /// Names the step added last, for errors and events.
+    /// Names the step added last by [`then`](FlowBuilder::then) or
+    /// [`then_option`](FlowBuilder::then_option), for errors and events. It
+    /// does not compile after a plain step (name it with
+    /// [`FnStep::named`](crate::FnStep::named) and add it with
+    /// [`step`](FlowBuilder::step)) or a group (name its members inside it).
     pub fn named(mut self, name: impl Into<Cow<'static, str>>) -> Self
     where
         C: LastStep,
@@ -342,7 +357,10 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
         self
     }
 
-    /// Gives the step added last retry and timeout settings of its own,
+    /// Gives the step added last by [`then`](FlowBuilder::then) or
+    /// [`then_option`](FlowBuilder::then_option) retry and timeout settings
+    /// of its own (a plain step gets its policy from
+    /// [`step_with`](FlowBuilder::step_with)),
     /// which override the saga's defaults field by field (as
     /// [`SagaBuilder::add_step_with`] does). A policy with a backoff or a
     /// timeout needs a [`sleeper`](FlowBuilder::sleeper) first.

@@ -36,8 +36,8 @@ pub trait Chain<E>: StepTable<E> {
     /// Every value, owned, nested the same way: what a successful run
     /// hands to [`build_with`](crate::FlowBuilder::build_with)'s map.
     type Values;
-    /// The input and every step's value as `Option`s (`None` where no value
-    /// was produced), nested the same way: what a failed run's
+    /// The input, then every step's value as an `Option` (`None` where no
+    /// value was produced), nested the same way: what a failed run's
     /// [`FlowError::values`](crate::FlowError::values) holds.
     type Partial;
 
@@ -63,7 +63,7 @@ pub trait Chain<E>: StepTable<E> {
 /// A chain that is `C` and one more step whose value is a `V`: what a
 /// helper generic over a flow returns after adding a step, as
 /// `impl Appends<E, C, V>`, so that later steps can read the value. See
-/// [`FlowBuilder`](crate::FlowBuilder) for an example. Implemented for every
+/// [`Pick`](crate::marker::Pick) for an example. Implemented for every
 /// such chain.
 pub trait Appends<E, C: Chain<E>, V>:
     'static

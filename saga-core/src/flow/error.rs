@@ -19,7 +19,8 @@ use crate::SagaError;
 /// successful run allocates nothing.
 ///
 /// `Display` and [`source`](core::error::Error::source) are the report's,
-/// `Debug` shows the report only (the values need not be `Debug`), and `From<FlowError<E, P>> for SagaError<E>` drops the values, so `?`
+/// `Debug` shows the report and leaves the values out (they need not be
+/// `Debug`), and `From<FlowError<E, P>> for SagaError<E>` drops the values, so `?`
 /// works in a function returning `SagaError<E>`.
 ///
 /// # Examples
