@@ -120,10 +120,10 @@ mod sleep;
 
 pub use pool::{AsyncStdJob, AsyncStdPool};
 pub use saga_core;
-pub use saga_core::rt::{CatchPanics, Finished, Lost, SagaHandle};
+pub use saga_core::rt::{CatchPanics, Finished, FinishedFlow, FlowHandle, Lost, SagaHandle};
 pub use sleep::AsyncStdSleeper;
 
-use saga_core::{Aborted, Panicked, Saga, SagaBuilder, Step, Timed, TimedOut};
+use saga_core::{Aborted, Flow, Panicked, Saga, SagaBuilder, Step, Timed, TimedOut};
 
 /// One attempt of a [`blocking`] step, on async-std's blocking pool.
 pub type Blocking<T, E> = saga_core::rt::Blocking<AsyncStdPool, T, E>;
@@ -184,6 +184,35 @@ where
 {
     let (task, handle) = saga_core::rt::detach(saga);
     // Dropping the join handle detaches the task; the saga handle replaces it.
+    drop(async_std::task::spawn(task));
+    handle
+}
+
+/// Runs `flow` with `input` as a async-std task, as [`spawn`] runs a saga: the
+/// run goes on to its end when the handle is dropped, panics are failed
+/// steps, [`FlowHandle::abort`] stops it with compensation, and awaiting the
+/// handle gives the flow back with the run's result ([`FinishedFlow`]).
+///
+/// # Examples
+///
+/// ```
+/// let flow = saga_async_std::saga_core::SagaBuilder::<String>::new()
+///     .input::<u32>()
+///     .then(|nights: &u32| { let nights = *nights; async move { Ok(nights * 90) } }, |_| async { Ok(()) })
+///     .build_with(|(_, price)| price);
+///
+/// let finished = async_std::task::block_on(saga_async_std::spawn_flow(flow, 2))
+///     .expect("the runtime is still running");
+/// assert_eq!(finished.result.unwrap(), 180);
+/// ```
+pub fn spawn_flow<E, I, O, P>(flow: Flow<E, I, O, P>, input: I) -> FlowHandle<E, I, O, P>
+where
+    E: From<Aborted> + From<Panicked> + Send + 'static,
+    I: Send + 'static,
+    O: Send + 'static,
+    P: Send + 'static,
+{
+    let (task, handle) = saga_core::rt::detach_flow(flow, input);
     drop(async_std::task::spawn(task));
     handle
 }

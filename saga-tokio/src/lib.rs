@@ -93,10 +93,10 @@ mod sleep;
 
 pub use pool::{TokioJob, TokioPool};
 pub use saga_core;
-pub use saga_core::rt::{CatchPanics, Finished, Lost, SagaHandle};
+pub use saga_core::rt::{CatchPanics, Finished, FinishedFlow, FlowHandle, Lost, SagaHandle};
 pub use sleep::TokioSleeper;
 
-use saga_core::{Aborted, Panicked, Saga, SagaBuilder, Step, Timed, TimedOut};
+use saga_core::{Aborted, Flow, Panicked, Saga, SagaBuilder, Step, Timed, TimedOut};
 
 /// One attempt of a [`blocking`] step, on tokio's blocking pool.
 pub type Blocking<T, E> = saga_core::rt::Blocking<TokioPool, T, E>;
@@ -163,6 +163,39 @@ where
 {
     let (task, handle) = saga_core::rt::detach(saga);
     // Dropping the join handle detaches the task; the saga handle replaces it.
+    drop(tokio::spawn(task));
+    handle
+}
+
+/// Runs `flow` with `input` as a tokio task, as [`spawn`] runs a saga: the
+/// run goes on to its end when the handle is dropped, panics are failed
+/// steps, [`FlowHandle::abort`] stops it with compensation, and awaiting the
+/// handle gives the flow back with the run's result ([`FinishedFlow`]).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let flow = saga_tokio::saga_core::SagaBuilder::<String>::new()
+///     .input::<u32>()
+///     .then(|nights: &u32| { let nights = *nights; async move { Ok(nights * 90) } }, |_| async { Ok(()) })
+///     .build_with(|(_, price)| price);
+///
+/// let finished = saga_tokio::spawn_flow(flow, 2).await.expect("the runtime is still running");
+/// assert_eq!(finished.result.unwrap(), 180);
+/// let again = saga_tokio::spawn_flow(finished.flow, 3).await.unwrap();
+/// assert_eq!(again.result.unwrap(), 270);
+/// # }
+/// ```
+pub fn spawn_flow<E, I, O, P>(flow: Flow<E, I, O, P>, input: I) -> FlowHandle<E, I, O, P>
+where
+    E: From<Aborted> + From<Panicked> + Send + 'static,
+    I: Send + 'static,
+    O: Send + 'static,
+    P: Send + 'static,
+{
+    let (task, handle) = saga_core::rt::detach_flow(flow, input);
     drop(tokio::spawn(task));
     handle
 }

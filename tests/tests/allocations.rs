@@ -206,10 +206,12 @@ fn abortable_runs_allocate_nothing_once_the_handle_has_room() {
     assert_eq!((allocs, reallocs), (0, 0), "a run on a shared handle");
 }
 
-/// A flow of three steps passing `String`s, the last failing when the input
+/// A failed run's values: the input, then each step's.
+type TripValues = (((bool, Option<u64>), Option<u64>), Option<usize>);
+
+/// A flow of three steps passing numbers, the last failing when the input
 /// says so.
-fn trip_flow()
--> saga_core::Flow<Failed, bool, usize, (((bool, Option<u64>), Option<u64>), Option<usize>)> {
+fn trip_flow() -> saga_core::Flow<Failed, bool, usize, TripValues> {
     SagaBuilder::new()
         .input::<bool>()
         .then(

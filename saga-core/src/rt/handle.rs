@@ -28,7 +28,7 @@ use super::CatchPanics;
 ///
 /// It is `Send` and `Sync` when `E` is `Send`, and `Unpin`.
 pub struct SagaHandle<E> {
-    shared: Arc<Shared<E>>,
+    shared: Arc<Shared<Finished<E>>>,
     abort: AbortHandle,
 }
 
@@ -91,30 +91,37 @@ impl fmt::Display for Lost {
 
 impl core::error::Error for Lost {}
 
-/// What the task and the handle share: the outcome, once there is one.
-struct Shared<E> {
-    state: Mutex<State<E>>,
+/// What the task and the handle share: the outcome (a `T`: a [`Finished`]
+/// saga or a [`FinishedFlow`](super::FinishedFlow)), once there is one.
+pub(super) struct Shared<T> {
+    state: Mutex<State<T>>,
 }
 
 #[allow(
     clippy::large_enum_variant,
     reason = "it lives once, in the shared `Arc`; boxing would only add an allocation"
 )]
-enum State<E> {
+pub(super) enum State<T> {
     Running(Option<Waker>),
-    Finished(Finished<E>),
+    Finished(T),
     Lost(Lost),
     Taken,
 }
 
-impl<E> Shared<E> {
-    fn lock(&self) -> MutexGuard<'_, State<E>> {
+impl<T> Shared<T> {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(State::Running(None)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // No code runs under the lock that could panic and poison it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records the outcome (unless one is recorded) and wakes the handle.
-    fn settle(&self, outcome: State<E>) {
+    fn settle(&self, outcome: State<T>) {
         let mut state = self.lock();
         if let State::Running(waker) = &mut *state {
             let waker = waker.take();
@@ -125,15 +132,73 @@ impl<E> Shared<E> {
             }
         }
     }
+
+    /// `true` once the task finished or was lost.
+    pub(super) fn is_settled(&self) -> bool {
+        !matches!(*self.lock(), State::Running(_))
+    }
+
+    /// The handle's `poll`: the outcome once there is one.
+    pub(super) fn poll_outcome(
+        &self,
+        cx: &mut Context<'_>,
+        handle: &'static str,
+    ) -> Poll<Result<T, Lost>> {
+        let mut state = self.lock();
+        match core::mem::replace(&mut *state, State::Taken) {
+            State::Running(mut waker) => {
+                if !waker
+                    .as_ref()
+                    .is_some_and(|waker| waker.will_wake(cx.waker()))
+                {
+                    waker = Some(cx.waker().clone());
+                }
+                *state = State::Running(waker);
+                Poll::Pending
+            }
+            State::Finished(finished) => Poll::Ready(Ok(finished)),
+            State::Lost(lost) => Poll::Ready(Err(lost)),
+            State::Taken => panic!("`{handle}` polled after it completed"),
+        }
+    }
 }
 
 /// The task's end of the handle: it reports the outcome, or, dropped before
-/// it did, reports the saga lost.
-struct Completion<E> {
-    shared: Arc<Shared<E>>,
+/// it did, reports the run lost.
+pub(super) struct Completion<T> {
+    shared: Arc<Shared<T>>,
 }
 
-impl<E> Drop for Completion<E> {
+impl<T> Completion<T> {
+    pub(super) fn new(shared: Arc<Shared<T>>) -> Self {
+        Completion { shared }
+    }
+
+    /// Records how the task ended: `Some` finished, `None` lost to a panic
+    /// (see [`run_to_end`]).
+    pub(super) fn settle(self, finished: Option<T>) {
+        let outcome = match finished {
+            Some(finished) => State::Finished(finished),
+            None => State::Lost(Lost { panicked: true }),
+        };
+        self.shared.settle(outcome);
+    }
+}
+
+/// Runs `run` to its end, catching a panic out of the engine itself (a
+/// step's future that panics again while dropped after its panic): the task
+/// ends then, not the runtime, and `None` says the run is lost.
+pub(super) async fn run_to_end<F: Future + Unpin>(mut run: F) -> Option<F::Output> {
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut run).poll(cx))) {
+            Ok(poll) => poll.map(Some),
+            Err(_payload) => Poll::Ready(None),
+        },
+    )
+    .await
+}
+
+impl<T> Drop for Completion<T> {
     fn drop(&mut self) {
         let panicked = std::thread::panicking();
         self.shared.settle(State::Lost(Lost { panicked }));
@@ -176,35 +241,18 @@ pub fn detach<E>(saga: Saga<E>) -> (impl Future<Output = ()> + Send + 'static, S
 where
     E: From<Aborted> + From<Panicked> + Send + 'static,
 {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::Running(None)),
-    });
+    let shared = Shared::new();
     let abort = AbortHandle::new();
     let handle = SagaHandle {
         shared: Arc::clone(&shared),
         abort: abort.clone(),
     };
-    let completion = Completion { shared };
+    let completion = Completion::new(shared);
     let task = async move {
         let mut saga = saga;
-        let mut run = CatchPanics::new(saga.run().abortable(&abort));
-        // A step's panic is a failed step (`CatchPanics`). A panic out of the
-        // engine itself (a step's future that panics again while dropped after
-        // its panic) ends the task here, not in the runtime: the saga is lost.
-        let result =
-            poll_fn(
-                |cx| match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut run).poll(cx))) {
-                    Ok(poll) => poll.map(Some),
-                    Err(_payload) => Poll::Ready(None),
-                },
-            )
-            .await;
-        drop(run);
-        let outcome = match result {
-            Some(result) => State::Finished(Finished { saga, result }),
-            None => State::Lost(Lost { panicked: true }),
-        };
-        completion.shared.settle(outcome);
+        // A step's panic is a failed step (`CatchPanics`).
+        let result = run_to_end(CatchPanics::new(saga.run().abortable(&abort))).await;
+        completion.settle(result.map(|result| Finished { saga, result }));
     };
     (task, handle)
 }
@@ -229,7 +277,7 @@ impl<E> SagaHandle<E> {
     /// `true` once the saga finished or was lost, so awaiting the handle
     /// would not wait.
     pub fn is_finished(&self) -> bool {
-        !matches!(*self.shared.lock(), State::Running(_))
+        self.shared.is_settled()
     }
 }
 
@@ -240,22 +288,7 @@ impl<E> Future for SagaHandle<E> {
     ///
     /// When polled again after it returned `Ready`.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.shared.lock();
-        match core::mem::replace(&mut *state, State::Taken) {
-            State::Running(mut waker) => {
-                if !waker
-                    .as_ref()
-                    .is_some_and(|waker| waker.will_wake(cx.waker()))
-                {
-                    waker = Some(cx.waker().clone());
-                }
-                *state = State::Running(waker);
-                Poll::Pending
-            }
-            State::Finished(finished) => Poll::Ready(Ok(finished)),
-            State::Lost(lost) => Poll::Ready(Err(lost)),
-            State::Taken => panic!("`SagaHandle` polled after it completed"),
-        }
+        self.shared.poll_outcome(cx, "SagaHandle")
     }
 }
 
