@@ -7,7 +7,7 @@
 //! - [`spawn`] runs a saga as a tokio task and returns a [`SagaHandle`]: await
 //!   it for the report, [abort](SagaHandle::abort) through it, or drop it and
 //!   let the saga finish on its own.
-//! - [`spawn_flow`] does the same for a run of a [`Flow`](saga_core::Flow)
+//! - [`spawn_flow`] does the same for a run of a [`Flow`]
 //!   with its input, and hands the flow back with the result.
 //! - A step that panics is a failed step ([`CatchPanics`]): the saga
 //!   compensates, and the report carries the panic message.
