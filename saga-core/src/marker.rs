@@ -13,6 +13,12 @@
 //! - [`Handoff`], [`ByValue`], [`ByRef`], [`ByOption`]: the last parameter of
 //!   a [`TypedStep`](crate::TypedStep), chosen by its constructor.
 //! - [`Discard`]: the sleep future of a closure [`Sleeper`](crate::Sleeper).
+//! - For [flows](crate::FlowBuilder): [`Chain`] (a flow's steps so far and
+//!   the values they read), [`Pick`] and [`Appends`] (for helpers generic over
+//!   the flow before them), and the chain's parts ([`Start`], [`Then`],
+//!   [`Plain`], [`Group`], [`FlowCell`], the group members [`NoMembers`],
+//!   [`One`], [`Many`], and the traits and types that join them), which only
+//!   appear in full type names.
 //!
 //! # Examples
 //!
