@@ -190,7 +190,7 @@ where
     handle
 }
 
-/// Runs `flow` with `input` as a async-std task, as [`spawn`] runs a saga: the
+/// Runs `flow` with `input` as an async-std task, as [`spawn`] runs a saga: the
 /// run goes on to its end when the handle is dropped, panics are failed
 /// steps, [`FlowHandle::abort`] stops it with compensation, and awaiting the
 /// handle gives the flow back with the run's result ([`FinishedFlow`]).

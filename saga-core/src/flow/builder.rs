@@ -154,7 +154,8 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     /// policy: the value is kept for every attempt.
     ///
     /// An action cut short (by a timeout, an abort with
-    /// [`InFlight::CutShort`], or its group's failure) may have partly
+    /// [`InFlight::CutShort`], its group's failure, or a panic caught by
+    /// [`FlowRun::catch_panics`](crate::FlowRun::catch_panics)) may have partly
     /// happened but has no value to undo: the step is then reported as left
     /// applied ([`SagaError::uncompensated_steps`](crate::SagaError::uncompensated_steps)).
     /// Use `then_option` for a step whose compensation can undo a partial
@@ -410,7 +411,10 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     }
 
     /// Builds the flow; a successful run returns `map` of its values (owned,
-    /// nested as the steps read them).
+    /// nested as the steps read them). `map` runs once the saga is over: a
+    /// panic in it unwinds out of the run's `poll`, even under
+    /// [`FlowRun::catch_panics`](crate::FlowRun::catch_panics) (a detached
+    /// run reports it `rt::Lost`, with the `std` feature).
     pub fn build_with<M, O>(self, map: M) -> Flow<E, C::Input, O, C::Partial, S>
     where
         M: FnMut(C::Values) -> O,

@@ -16,6 +16,10 @@ use crate::{AbortHandle, Aborted, Flow, FlowError, Panicked};
 /// ended (with the flow handed back), or `Err(`[`Lost`]`)` when the task was
 /// dropped first. Dropping it does not stop the run; [`abort`](FlowHandle::abort)
 /// does, with compensation.
+///
+/// It is `Send` and `Sync` when `E`, `O` and `P` are `Send`, and `Unpin`. A
+/// [`LocalFlow`](crate::LocalFlow) is not detached: await its run on a local
+/// executor.
 pub struct FlowHandle<E, I, O, P> {
     shared: Arc<Shared<FinishedFlow<E, I, O, P>>>,
     abort: AbortHandle,
@@ -86,8 +90,20 @@ where
     (task, handle)
 }
 
+impl<E, I, O, P> FinishedFlow<E, I, O, P> {
+    /// The run's result, dropping the flow.
+    pub fn into_result(self) -> Result<O, FlowError<E, P>> {
+        self.result
+    }
+}
+
 impl<E, I, O, P> FlowHandle<E, I, O, P> {
-    /// Aborts the run, as [`SagaHandle::abort`](super::SagaHandle::abort).
+    /// Aborts the run: it starts no further action, lets the action in
+    /// flight finish (or cuts it short, per the flow's
+    /// [`InFlight`](crate::InFlight) policy), and compensates what it
+    /// applied; the handle then resolves to a [`FlowError`] whose report is
+    /// [`aborted`](crate::SagaError::aborted) (unless the run had already
+    /// finished). Does not wait.
     pub fn abort(&self) {
         self.abort.abort();
     }
@@ -97,7 +113,8 @@ impl<E, I, O, P> FlowHandle<E, I, O, P> {
         self.abort.clone()
     }
 
-    /// `true` once the run finished or was lost.
+    /// `true` once the run finished or was lost, so awaiting the handle
+    /// would not wait.
     pub fn is_finished(&self) -> bool {
         self.shared.is_settled()
     }
