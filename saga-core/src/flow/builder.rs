@@ -155,7 +155,7 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     ///
     /// An action cut short (by a timeout, an abort with
     /// [`InFlight::CutShort`], its group's failure, or a panic caught by
-    /// `FlowRun::catch_panics` (with the `std` feature)) may have partly
+    /// `FlowRun::catch_panics`) may have partly
     /// happened but has no value to undo: the step is then reported as left
     /// applied ([`SagaError::uncompensated_steps`](crate::SagaError::uncompensated_steps)).
     /// Use `then_option` for a step whose compensation can undo a partial
@@ -413,8 +413,7 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     /// Builds the flow; a successful run returns `map` of its values (owned,
     /// nested as the steps read them). `map` runs once the saga is over: a
     /// panic in it unwinds out of the run's `poll`, even under
-    /// `FlowRun::catch_panics` (with the `std` feature) (a detached
-    /// run reports it `rt::Lost`, with the `std` feature).
+    /// `FlowRun::catch_panics` (a detached run reports it as `rt::Lost`).
     pub fn build_with<M, O>(self, map: M) -> Flow<E, C::Input, O, C::Partial, S>
     where
         M: FnMut(C::Values) -> O,
