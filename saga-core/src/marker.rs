@@ -51,9 +51,9 @@
 
 pub use crate::builder::StepSlot;
 pub use crate::flow::{
-    Appends, Cell, Chain, FlowCell, FlowHandoff, FlowKind, FlowTable, Group, Here, LastCell,
-    LastMember, LastStep, Many, Mapped, Members, NoMembers, One, Pick, Plain, Push, Start,
-    TableSlot, Then, There,
+    Appends, Bare, Cell, Chain, FlowCell, FlowHandoff, FlowKind, FlowTable, Group, Here, LastCell,
+    LastMember, LastStep, Many, Mapped, Members, NoMembers, Node, One, Pick, Plain, Push, Start,
+    TableSlot, Then, There, Valued, Valueless,
 };
 pub use crate::kind::SagaKind;
 pub use crate::run::StepTable;

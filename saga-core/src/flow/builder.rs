@@ -7,8 +7,8 @@ use core::future::Future;
 use core::time::Duration;
 
 use crate::flow::{
-    Chain, Flow, FlowCell, FlowGroupBuilder, FlowKind, Group, LastStep, Mapped, Members, NoMembers,
-    Plain, Start, TableSlot, Then,
+    Bare, Chain, Flow, FlowCell, FlowGroupBuilder, FlowKind, Group, LastStep, Mapped, Members,
+    NoMembers, Plain, Start, TableSlot, Then,
 };
 use crate::marker::{ByOption, ByRef, SagaKind};
 use crate::{
@@ -240,7 +240,7 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
     pub fn step<X: Step<E>>(self, step: X) -> FlowBuilder<E, S, T, Plain<C, X>> {
         FlowBuilder {
             saga: self.saga,
-            chain: Plain::new(self.chain, step),
+            chain: Plain::new(self.chain, Bare::new(step)),
             count: self.count + 1,
         }
     }

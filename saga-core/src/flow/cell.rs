@@ -10,6 +10,7 @@ use core::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
+use crate::Step;
 use crate::flow::{Chain, LastCell};
 use crate::marker::{ByOption, ByRef};
 
@@ -106,7 +107,7 @@ where
 }
 
 /// One flow step, driven with the values before it (`before`): what a
-/// [`Then`](crate::marker::Then) node and a group's members hold. Sealed.
+/// [`Node`](crate::marker::Node) and a group's members hold. Sealed.
 pub trait Cell<E, P: Chain<E>>: crate::typed_step::sealed::Sealed {
     /// The action's value.
     #[doc(hidden)]
@@ -125,6 +126,8 @@ pub trait Cell<E, P: Chain<E>>: crate::typed_step::sealed::Sealed {
     fn cancel(self: Pin<&mut Self>);
     #[doc(hidden)]
     fn compensates_failed_action(&self) -> bool;
+    #[doc(hidden)]
+    fn retries_compensation(&self) -> bool;
     #[doc(hidden)]
     fn name(&self) -> Option<&str>;
     #[doc(hidden)]
@@ -221,6 +224,12 @@ where
     }
 
     #[inline]
+    fn retries_compensation(&self) -> bool {
+        // The value is kept for every attempt.
+        true
+    }
+
+    #[inline]
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
@@ -258,5 +267,66 @@ impl<A, C, AF, CF, V, H> fmt::Debug for FlowCell<A, C, AF, CF, V, H> {
             .field("has_value", &self.value.is_some())
             .field("state", &state)
             .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// A plain [`Step`] held by a [`Plain`](crate::marker::Plain) node: it
+    /// reads none of the values before it, and its value is `()`.
+    #[derive(Debug)]
+    pub struct Bare<X> {
+        #[pin]
+        step: X,
+    }
+}
+
+impl<X> Bare<X> {
+    pub(crate) fn new(step: X) -> Self {
+        Bare { step }
+    }
+}
+
+impl<X> crate::typed_step::sealed::Sealed for Bare<X> {}
+
+impl<E, P: Chain<E>, X: Step<E>> Cell<E, P> for Bare<X> {
+    type Value = ();
+
+    #[inline]
+    fn poll_action(self: Pin<&mut Self>, _: &P, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.project().step.poll_action(cx)
+    }
+    #[inline]
+    fn poll_compensate(self: Pin<&mut Self>, _: &P, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.project().step.poll_compensate(cx)
+    }
+    #[inline]
+    fn reset(self: Pin<&mut Self>) {
+        self.project().step.reset();
+    }
+    #[inline]
+    fn cancel(self: Pin<&mut Self>) {
+        self.project().step.cancel();
+    }
+    #[inline]
+    fn compensates_failed_action(&self) -> bool {
+        self.step.compensates_failed_action()
+    }
+    #[inline]
+    fn retries_compensation(&self) -> bool {
+        self.step.retries_compensation()
+    }
+    #[inline]
+    fn name(&self) -> Option<&str> {
+        self.step.name()
+    }
+    #[inline]
+    fn value(&self) -> Option<&()> {
+        Some(&())
+    }
+    /// Drops what the step kept (a typed step's value): the run ended.
+    #[inline]
+    fn take_value(self: Pin<&mut Self>) -> Option<()> {
+        self.project().step.reset();
+        Some(())
     }
 }

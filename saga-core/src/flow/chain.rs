@@ -5,13 +5,14 @@
 use alloc::borrow::Cow;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
+use core::marker::PhantomData;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
 use crate::Step;
-use crate::flow::{Cell, Members};
+use crate::flow::{Bare, Cell, Members};
 use crate::marker::StepTable;
 use crate::run::TableSealed as Sealed;
 
@@ -215,23 +216,44 @@ impl<E, I: 'static, S: ?Sized + Step<E>> Chain<E> for Start<I, S> {
 }
 
 pin_project! {
-    /// A flow step after the chain `P`: one value more.
+    /// One step after the chain `P`: a [`Then`] (a flow step, one value
+    /// more) or a [`Plain`] (a plain step, no value), as `K` says.
     #[derive(Debug)]
-    pub struct Then<P, X> {
+    pub struct Node<P, X, K> {
         #[pin]
         prev: P,
         #[pin]
         cell: X,
+        kind: PhantomData<fn() -> K>,
     }
 }
 
-impl<P, X> Then<P, X> {
+/// A flow step after the chain `P`: one value more, `X`'s.
+pub type Then<P, X> = Node<P, X, Valued>;
+
+/// A plain [`Step`] `X` after the chain `P`: it reads nothing and adds no
+/// value.
+pub type Plain<P, X> = Node<P, Bare<X>, Valueless>;
+
+/// [`Node`]'s kind: its step adds a value (a [`Then`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Valued {}
+
+/// [`Node`]'s kind: its step adds no value (a [`Plain`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Valueless {}
+
+impl<P, X, K> Node<P, X, K> {
     pub(crate) fn new(prev: P, cell: X) -> Self {
-        Then { prev, cell }
+        Node {
+            prev,
+            cell,
+            kind: PhantomData,
+        }
     }
 }
 
-impl<P, X> Sealed for Then<P, X> {}
+impl<P, X, K> Sealed for Node<P, X, K> {}
 
 impl<P, X: LastCell> LastStep for Then<P, X> {
     fn name_last(&mut self, name: Cow<'static, str>) {
@@ -246,7 +268,7 @@ pub trait LastCell {
     fn name_cell(&mut self, name: Cow<'static, str>);
 }
 
-impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
+impl<E, P: Chain<E>, X: Cell<E, P>, K> StepTable<E> for Node<P, X, K> {
     #[inline]
     fn step_count(&self) -> usize {
         P::LEN + 1
@@ -306,8 +328,11 @@ impl<E, P: Chain<E>, X: Cell<E, P>> StepTable<E> for Then<P, X> {
     }
     #[inline]
     fn retries_compensation(&self, index: usize) -> bool {
-        // The value is kept for every attempt.
-        index == P::LEN || self.prev.retries_compensation(index)
+        if index == P::LEN {
+            self.cell.retries_compensation()
+        } else {
+            self.prev.retries_compensation(index)
+        }
     }
     #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
@@ -357,101 +382,6 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Chain<E> for Then<P, X> {
     }
 }
 
-pin_project! {
-    /// A plain [`Step`] after the chain `P`: it reads nothing and adds no
-    /// value.
-    #[derive(Debug)]
-    pub struct Plain<P, X> {
-        #[pin]
-        prev: P,
-        #[pin]
-        step: X,
-    }
-}
-
-impl<P, X> Plain<P, X> {
-    pub(crate) fn new(prev: P, step: X) -> Self {
-        Plain { prev, step }
-    }
-}
-
-impl<P, X> Sealed for Plain<P, X> {}
-
-impl<E, P: Chain<E>, X: Step<E>> StepTable<E> for Plain<P, X> {
-    #[inline]
-    fn step_count(&self) -> usize {
-        P::LEN + 1
-    }
-    #[inline]
-    fn poll_action(
-        self: Pin<&mut Self>,
-        index: usize,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), E>> {
-        let this = self.project();
-        if index == P::LEN {
-            this.step.poll_action(cx)
-        } else {
-            this.prev.poll_action(index, cx)
-        }
-    }
-    #[inline]
-    fn poll_compensate(
-        self: Pin<&mut Self>,
-        index: usize,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), E>> {
-        let this = self.project();
-        if index == P::LEN {
-            this.step.poll_compensate(cx)
-        } else {
-            this.prev.poll_compensate(index, cx)
-        }
-    }
-    #[inline]
-    fn reset(self: Pin<&mut Self>, index: usize) {
-        let this = self.project();
-        if index == P::LEN {
-            this.step.reset();
-        } else {
-            this.prev.reset(index);
-        }
-    }
-    #[inline]
-    fn cancel(self: Pin<&mut Self>, index: usize) {
-        let this = self.project();
-        if index == P::LEN {
-            this.step.cancel();
-        } else {
-            this.prev.cancel(index);
-        }
-    }
-    #[inline]
-    fn compensates_failed_action(&self, index: usize) -> bool {
-        if index == P::LEN {
-            self.step.compensates_failed_action()
-        } else {
-            self.prev.compensates_failed_action(index)
-        }
-    }
-    #[inline]
-    fn retries_compensation(&self, index: usize) -> bool {
-        if index == P::LEN {
-            self.step.retries_compensation()
-        } else {
-            self.prev.retries_compensation(index)
-        }
-    }
-    #[inline]
-    fn step_name(&self, index: usize) -> Option<&str> {
-        if index == P::LEN {
-            self.step.name()
-        } else {
-            self.prev.step_name(index)
-        }
-    }
-}
-
 impl<E, P: Chain<E>, X: Step<E>> Chain<E> for Plain<P, X> {
     type Input = P::Input;
     type Refs<'a>
@@ -478,14 +408,15 @@ impl<E, P: Chain<E>, X: Step<E>> Chain<E> for Plain<P, X> {
     }
     #[inline]
     fn take_values(self: Pin<&mut Self>) -> Option<Self::Values> {
-        let mut this = self.project();
-        this.step.as_mut().reset();
+        let this = self.project();
+        // What the step kept (a typed step's value) goes too.
+        Cell::<E, P>::take_value(this.cell);
         this.prev.take_values()
     }
     #[inline]
     fn take_partial(self: Pin<&mut Self>) -> Self::Partial {
-        let mut this = self.project();
-        this.step.as_mut().reset();
+        let this = self.project();
+        Cell::<E, P>::take_value(this.cell);
         this.prev.take_partial()
     }
 }

@@ -13,8 +13,10 @@ mod saga;
 mod table;
 
 pub use builder::FlowBuilder;
-pub use cell::{Cell, FlowCell, FlowHandoff};
-pub use chain::{Appends, Chain, Group, LastCell, LastStep, Plain, Start, Then};
+pub use cell::{Bare, Cell, FlowCell, FlowHandoff};
+pub use chain::{
+    Appends, Chain, Group, LastCell, LastStep, Node, Plain, Start, Then, Valued, Valueless,
+};
 pub use error::FlowError;
 pub use group::FlowGroupBuilder;
 pub use members::{LastMember, Many, Members, NoMembers, One, Push};
