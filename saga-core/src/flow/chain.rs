@@ -25,7 +25,10 @@ use crate::run::TableSealed as Sealed;
 /// `|((trip, flight), hotel)|`. A parallel group adds one entry, its
 /// members' values nested the same way (`(&Car, &Insurance)`).
 ///
-/// See [`FlowBuilder`](crate::FlowBuilder) for a helper generic over it.
+/// See [`Pick`](crate::marker::Pick) for a helper generic over it.
+// A chain's `StepTable` methods take indices counted from the end of
+// `Start`'s plain steps (`Mapped` converts), so that each node's own index is
+// a constant; `step_count` is the whole count.
 pub trait Chain<E>: StepTable<E> {
     /// The flow's input.
     type Input: 'static;
@@ -132,7 +135,7 @@ impl<I, S: ?Sized> Sealed for Start<I, S> {}
 impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
     #[inline]
     fn step_count(&self) -> usize {
-        0
+        self.steps.len()
     }
     #[inline]
     fn poll_action(
@@ -271,7 +274,7 @@ pub trait LastCell {
 impl<E, P: Chain<E>, X: Cell<E, P>, K> StepTable<E> for Node<P, X, K> {
     #[inline]
     fn step_count(&self) -> usize {
-        P::LEN + 1
+        self.prev.prefix() + P::LEN + 1
     }
     #[inline]
     fn poll_action(
@@ -451,7 +454,7 @@ fn member_index<E, P: Chain<E>, M: Members<E, P>>(index: usize) -> Option<usize>
 impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
     #[inline]
     fn step_count(&self) -> usize {
-        P::LEN + M::LEN
+        self.prefix() + Self::LEN
     }
     #[inline]
     fn poll_action(

@@ -52,7 +52,7 @@ fn relative<E, C: Chain<E>>(chain: &C, index: usize) -> usize {
 impl<E, C: Chain<E>, M> StepTable<E> for Mapped<C, M> {
     #[inline]
     fn step_count(&self) -> usize {
-        self.chain.prefix() + C::LEN
+        self.chain.step_count()
     }
     #[inline]
     fn poll_action(
