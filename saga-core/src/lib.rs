@@ -171,6 +171,7 @@ mod flow;
 mod fn_step;
 mod group;
 mod interrupt;
+pub mod journal;
 mod kind;
 pub mod marker;
 mod observer;
@@ -201,7 +202,7 @@ pub use retry::Retry;
 pub use run::Run;
 pub use saga::{LocalSaga, Saga};
 pub use sleep::Sleeper;
-pub use step::Step;
+pub use step::{Restored, Step, StepOutput};
 pub use typed_step::TypedStep;
 
 // The README's examples are compiled and run as doctests (one of them shows

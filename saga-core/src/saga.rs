@@ -132,6 +132,34 @@ impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
     pub fn compensation_mode(&self) -> CompensationMode {
         self.plan.compensation_mode
     }
+
+    /// The fingerprint of the saga's shape, as a [journal](crate::journal)
+    /// records it: how many steps, their names, what each compensates and
+    /// saves, and the parallel groups. Retry and timeout policies are not
+    /// part of it. It is stable across builds and platforms.
+    ///
+    /// ```
+    /// use saga_core::{FnStep, Saga, SagaBuilder};
+    ///
+    /// fn trip(hotel: &'static str) -> Saga<String> {
+    ///     let book = FnStep::new(|| async { Ok::<_, String>(()) }, || async { Ok(()) });
+    ///     SagaBuilder::new().step(book.named(hotel)).build()
+    /// }
+    ///
+    /// assert_eq!(trip("hotel").fingerprint(), trip("hotel").fingerprint());
+    /// assert_ne!(trip("hotel").fingerprint(), trip("inn").fingerprint());
+    /// ```
+    pub fn fingerprint(&self) -> u64 {
+        crate::journal::fingerprint(&self.steps[..], &self.plan.groups)
+    }
+
+    /// Which steps keep a value that cannot be saved to a journal (typed
+    /// steps without a codec): a durable saga must have none.
+    pub fn unsaved_outputs(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.steps.iter().enumerate())
+            .filter(|(_, step)| step.output() == crate::StepOutput::Unsaved)
+            .map(|(index, _)| index)
+    }
 }
 
 impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for Saga<E, S> {

@@ -1,7 +1,10 @@
 //! The [`Step`] trait: one action and its compensation, driven by polling.
 
+use alloc::vec::Vec;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+
+use crate::journal::DecodeError;
 
 /// One step of a saga: an action and the compensation that undoes it.
 ///
@@ -146,4 +149,53 @@ pub trait Step<E> {
     fn name(&self) -> Option<&str> {
         None
     }
+
+    /// Whether the step keeps a value from its action for its compensation,
+    /// and whether it can save that value in a
+    /// [journal](crate::journal) ([`StepOutput::Nothing`] by default).
+    fn output(&self) -> StepOutput {
+        StepOutput::Nothing
+    }
+
+    /// Appends the encoded value of the last successful action to `out`,
+    /// for a step whose [`output`](Step::output) is [`StepOutput::Saved`]
+    /// (nothing by default).
+    fn save_output(&self, out: &mut Vec<u8>) {
+        let _ = out;
+    }
+
+    /// Puts the step back in the state its action left it in before a
+    /// restart, instead of running the action: a resumed saga calls it
+    /// before it compensates the step (or runs the steps after it).
+    ///
+    /// The default does nothing, which is right for a step whose
+    /// compensation does not depend on what its action left behind.
+    fn restore(self: Pin<&mut Self>, restored: Restored<'_>) -> Result<(), DecodeError> {
+        let _ = restored;
+        Ok(())
+    }
+}
+
+/// What a step keeps from its action, for [`Step::output`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StepOutput {
+    /// Nothing its compensation reads.
+    Nothing,
+    /// A value, which it can save to a journal and restore from it.
+    Saved,
+    /// A value it cannot save (a typed step without a codec): a durable
+    /// saga cannot resume such a step.
+    Unsaved,
+}
+
+/// How a step's action ended before a restart, for [`Step::restore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Restored<'a> {
+    /// It succeeded; its saved value, if it saves one.
+    Succeeded(Option<&'a [u8]>),
+    /// It was started and has no recorded outcome, or it failed: it may
+    /// have partly happened.
+    Attempted,
 }

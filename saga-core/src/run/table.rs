@@ -44,6 +44,31 @@ pub trait StepTable<E>: sealed::Sealed {
     /// [`Step::name`] of step `index`.
     #[doc(hidden)]
     fn step_name(&self, index: usize) -> Option<&str>;
+    // Flows are not journaled yet: their tables keep these defaults.
+    /// [`Step::output`] of step `index`.
+    #[doc(hidden)]
+    fn output(&self, index: usize) -> crate::StepOutput {
+        let _ = index;
+        crate::StepOutput::Unsaved
+    }
+    /// [`Step::save_output`] of step `index`.
+    #[doc(hidden)]
+    fn save_output(&self, index: usize, out: &mut alloc::vec::Vec<u8>) {
+        let _ = (index, out);
+    }
+    /// [`Step::restore`] of step `index`.
+    #[doc(hidden)]
+    fn restore(
+        self: Pin<&mut Self>,
+        index: usize,
+        restored: crate::Restored<'_>,
+    ) -> Result<(), crate::journal::DecodeError> {
+        let _ = (index, restored);
+        Err(crate::journal::DecodeError::new(
+            "flows cannot be restored yet",
+            0,
+        ))
+    }
 }
 
 pub(crate) mod sealed {
@@ -100,5 +125,21 @@ impl<E, S: ?Sized + Step<E>> StepTable<E> for [Pin<Box<S>>] {
     #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
         self[index].name()
+    }
+
+    fn output(&self, index: usize) -> crate::StepOutput {
+        self[index].output()
+    }
+
+    fn save_output(&self, index: usize, out: &mut alloc::vec::Vec<u8>) {
+        self[index].save_output(out);
+    }
+
+    fn restore(
+        self: Pin<&mut Self>,
+        index: usize,
+        restored: crate::Restored<'_>,
+    ) -> Result<(), crate::journal::DecodeError> {
+        self.get_mut()[index].as_mut().restore(restored)
     }
 }

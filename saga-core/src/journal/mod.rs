@@ -1,0 +1,172 @@
+//! Durable sagas: a journal of every transition, so that a saga survives
+//! its process and is finished by the next one.
+//!
+//! With a [`Journal`], a run writes a [`Record`] for each transition of its
+//! saga (rule 13 of the [crate docs](crate#the-rules)): an attempt's
+//! "started" record is durable before the attempt is first polled, and its
+//! outcome rides with the next flush, so the happy path costs one flush per
+//! step. After a crash, [`replay`] reads the records back into a
+//! [`History`]: where each step's action and compensation got to, from
+//! which the saga is finished, forward or backward (rule 14).
+//!
+//! The core holds no store: `saga-sqlite` keeps journals in SQLite, and any
+//! type implementing [`Journal`] works (a file, flash, a database).
+//!
+//! # What a crash can and cannot lose
+//!
+//! - An attempt whose "started" record is durable and whose outcome is not
+//!   counts as cut short: it is run again if its retry policy allows, else
+//!   the saga compensates it (if the step compensates failed actions). A
+//!   compensation with no outcome is run again. So actions and
+//!   compensations run **at least once**, and must be idempotent: the saga
+//!   id and the step index ([`SagaContext::key`]) make a key for the
+//!   systems they call.
+//! - An attempt whose "started" record was not durable never ran: the crash
+//!   came before its first poll.
+//! - The value of a step that [saves its output](crate::StepOutput) is in
+//!   the journal ([`Event::ActionSucceeded`]); a resumed compensation
+//!   receives it.
+
+mod codec;
+mod fingerprint;
+mod record;
+mod registry;
+mod replay;
+
+use alloc::string::String;
+use core::fmt;
+use core::task::{Context, Poll};
+
+pub use codec::{Codec, DecodeError, Reader};
+pub use record::{Event, Outcome, Record, Unwind};
+pub use registry::{Definition, Quarantined, Registry, SagaContext, SagaId};
+pub use replay::{History, Progress, ReplayError, SagaState, StepHistory, replay};
+
+#[allow(unused_imports, reason = "the engine's journal stage uses it next")]
+pub(crate) use fingerprint::fingerprint;
+
+/// Where one saga's records are kept: the run [appends](Journal::append)
+/// them in order and [flushes](Journal::poll_flush) them when they must be
+/// durable.
+///
+/// Poll-based and object safe, like [`Step`](crate::Step): a store
+/// implements it over its own I/O (a writer thread, an async client, a
+/// flash driver) and the run polls it on whatever executor polls the run.
+/// One journal holds one saga; a store hands out one per saga.
+///
+/// # The contract
+///
+/// - `append` takes records in order, numbered from 0 without gaps. It may
+///   buffer them.
+/// - `poll_flush` returns `Ready(Ok(()))` once every record appended
+///   before the call is durable; `Pending` when it is not yet, having
+///   arranged for `cx`'s waker to be woken (the run polls the flush with one
+///   waker at a time).
+/// - An `Err` from either ends the run without compensating anything: the
+///   journal holds the truth, and the saga is resumed from it later.
+///
+/// # Examples
+///
+/// A journal in memory, durable at once:
+///
+/// ```
+/// use core::task::{Context, Poll};
+/// use saga_core::journal::{Journal, JournalError, Record};
+///
+/// #[derive(Default)]
+/// struct InMemory(Vec<Record>);
+///
+/// impl Journal for InMemory {
+///     fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+///         self.0.push(record.clone());
+///         Ok(())
+///     }
+///
+///     fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JournalError>> {
+///         Poll::Ready(Ok(()))
+///     }
+/// }
+/// ```
+pub trait Journal {
+    /// Adds the next record. It need not be durable before
+    /// [`poll_flush`](Journal::poll_flush) says so.
+    fn append(&mut self, record: &Record) -> Result<(), JournalError>;
+
+    /// Makes every record appended so far durable.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JournalError>>;
+}
+
+impl<J: ?Sized + Journal> Journal for &mut J {
+    fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+        (**self).append(record)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JournalError>> {
+        (**self).poll_flush(cx)
+    }
+}
+
+impl<J: ?Sized + Journal> Journal for alloc::boxed::Box<J> {
+    fn append(&mut self, record: &Record) -> Result<(), JournalError> {
+        (**self).append(record)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JournalError>> {
+        (**self).poll_flush(cx)
+    }
+}
+
+/// A journal could not take or keep a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalError {
+    kind: JournalErrorKind,
+    message: String,
+}
+
+/// What kind of [`JournalError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JournalErrorKind {
+    /// The store failed (I/O, a full disk, a lost connection).
+    Storage,
+    /// Another worker took the saga over: this one must stop driving it.
+    Fenced,
+    /// The store was closed.
+    Closed,
+}
+
+impl JournalError {
+    /// An error of `kind`, with a message for `Display`.
+    pub fn new(kind: JournalErrorKind, message: impl Into<String>) -> Self {
+        JournalError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// What kind of error.
+    pub fn kind(&self) -> JournalErrorKind {
+        self.kind
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            JournalErrorKind::Storage => "journal storage failed",
+            JournalErrorKind::Fenced => "fenced: another worker drives this saga",
+            JournalErrorKind::Closed => "journal closed",
+        };
+        match self.message.is_empty() {
+            true => f.write_str(kind),
+            false => write!(f, "{kind}: {}", self.message),
+        }
+    }
+}
+
+impl core::error::Error for JournalError {}
