@@ -179,6 +179,16 @@ where
         self.compensate_failed_action
     }
 
+    fn restore(
+        self: Pin<&mut Self>,
+        _restored: crate::Restored<'_>,
+    ) -> Result<(), crate::journal::DecodeError> {
+        // Either way the action (possibly) happened: there is something to
+        // compensate.
+        self.project().state.set(FnState::Settled);
+        Ok(())
+    }
+
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }

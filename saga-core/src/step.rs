@@ -165,7 +165,7 @@ pub trait Step<E> {
     }
 
     /// Puts the step back in the state its action left it in before a
-    /// restart, instead of running the action: a resumed saga calls it
+    /// restart, instead of running the action: a saga resumed from its journal calls it
     /// before it compensates the step (or runs the steps after it).
     ///
     /// The default does nothing, which is right for a step whose

@@ -10,7 +10,10 @@ use core::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use crate::Step;
+use alloc::vec::Vec;
+
+use crate::journal::{Codec, DecodeError};
+use crate::{Restored, Step, StepOutput};
 
 pin_project! {
     /// A step whose action returns a value `T` that its compensation receives,
@@ -64,6 +67,8 @@ pin_project! {
         compensation: C,
         name: Option<Cow<'static, str>>,
         handoff: PhantomData<fn() -> H>,
+        // Set by `saved`: how the value is written to a journal and read back.
+        codec: Option<OutputCodec<T>>,
         #[pin]
         state: TypedState<AF, CF, T>,
     }
@@ -156,8 +161,36 @@ impl<A, C, AF, CF, T, H> TypedStep<A, C, AF, CF, T, H> {
             compensation,
             name: None,
             handoff: PhantomData,
+            codec: None,
             state: TypedState::Idle,
         }
+    }
+
+    /// Saves the action's value in the [journal](crate::journal) of a
+    /// durable run, so that a compensation resumed after a restart receives
+    /// the value the original action returned. Without it, the step's
+    /// [`output`](Step::output) is [`StepOutput::Unsaved`] and a durable saga
+    /// cannot resume it.
+    ///
+    /// ```
+    /// use saga_core::{Step, StepOutput, TypedStep};
+    ///
+    /// let book = TypedStep::by_ref(
+    ///     || async { Ok::<_, String>(String::from("H-7")) },
+    ///     |_booking: &String| async { Ok(()) },
+    /// );
+    /// assert_eq!(book.output(), StepOutput::Unsaved);
+    /// assert_eq!(book.saved().output(), StepOutput::Saved);
+    /// ```
+    pub fn saved(mut self) -> Self
+    where
+        T: Codec,
+    {
+        self.codec = Some(OutputCodec {
+            encode: T::encode,
+            decode: T::decode,
+        });
+        self
     }
 
     /// Names the step, for errors and events.
@@ -309,6 +342,47 @@ where
     fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
+
+    fn output(&self) -> StepOutput {
+        match self.codec {
+            Some(_) => StepOutput::Saved,
+            None => StepOutput::Unsaved,
+        }
+    }
+
+    fn save_output(&self, out: &mut Vec<u8>) {
+        if let (
+            Some(codec),
+            TypedState::Settled {
+                output: Some(output),
+            },
+        ) = (&self.codec, &self.state)
+        {
+            (codec.encode)(output, out);
+        }
+    }
+
+    fn restore(self: Pin<&mut Self>, restored: Restored<'_>) -> Result<(), DecodeError> {
+        let mut this = self.project();
+        let output = match (restored, this.codec) {
+            (Restored::Attempted, _) => None,
+            (Restored::Succeeded(Some(bytes)), Some(codec)) => Some((codec.decode)(bytes)?),
+            (Restored::Succeeded(_), _) => {
+                return Err(DecodeError::new(
+                    "the journal holds no value for this step",
+                    0,
+                ));
+            }
+        };
+        this.state.set(TypedState::Settled { output });
+        Ok(())
+    }
+}
+
+/// How a [`TypedStep::saved`] step writes its value and reads it back.
+struct OutputCodec<T> {
+    encode: fn(&T, &mut Vec<u8>),
+    decode: fn(&[u8]) -> Result<T, DecodeError>,
 }
 
 impl<A, C, AF, CF, T, H> fmt::Debug for TypedStep<A, C, AF, CF, T, H> {
@@ -322,6 +396,7 @@ impl<A, C, AF, CF, T, H> fmt::Debug for TypedStep<A, C, AF, CF, T, H> {
         f.debug_struct("TypedStep")
             .field("name", &self.name)
             .field("handoff", &core::any::type_name::<H>())
+            .field("saved", &self.codec.is_some())
             .field("state", &state)
             .finish_non_exhaustive()
     }

@@ -1,31 +1,28 @@
-//! Durable sagas: a journal of every transition, so that a saga survives
-//! its process and is finished by the next one.
+//! Durable sagas: the journal of a saga's transitions, so that a saga can
+//! survive its process and be finished by the next one.
 //!
-//! With a [`Journal`], a run writes a [`Record`] for each transition of its
-//! saga (rule 13 of the [crate docs](crate#the-rules)): an attempt's
-//! "started" record is durable before the attempt is first polled, and its
-//! outcome rides with the next flush, so the happy path costs one flush per
-//! step. After a crash, [`replay`] reads the records back into a
-//! [`History`]: where each step's action and compensation got to, from
-//! which the saga is finished, forward or backward (rule 14).
+//! This module is the journal's data model, with no store and no
+//! dependency:
 //!
-//! The core holds no store: `saga-sqlite` keeps journals in SQLite, and any
-//! type implementing [`Journal`] works (a file, flash, a database).
+//! - [`Record`] and [`Event`]: one numbered record per transition (saga
+//!   created, action or compensation attempt started, succeeded, failed,
+//!   retrying, unwinding, finished), with a byte format
+//!   ([`Record::to_bytes`]) for stores that keep bytes;
+//! - [`Journal`]: where a saga's records go, poll-based and object safe
+//!   like [`Step`](crate::Step);
+//! - [`replay`]: from records back to a [`History`] (where each step's
+//!   action and compensation got to), refusing gaps and illegal
+//!   transitions;
+//! - [`Codec`]: how parameters and step values are encoded, with the
+//!   [`Step`](crate::Step) methods [`save_output`](crate::Step::save_output)
+//!   and [`restore`](crate::Step::restore) and
+//!   [`TypedStep::saved`](crate::TypedStep::saved);
+//! - [`Registry`]: saga definitions by name and version, built again from a
+//!   journal's parameters, and quarantined when their shape
+//!   ([`Saga::fingerprint`](crate::Saga::fingerprint)) changed.
 //!
-//! # What a crash can and cannot lose
-//!
-//! - An attempt whose "started" record is durable and whose outcome is not
-//!   counts as cut short: it is run again if its retry policy allows, else
-//!   the saga compensates it (if the step compensates failed actions). A
-//!   compensation with no outcome is run again. So actions and
-//!   compensations run **at least once**, and must be idempotent: the saga
-//!   id and the step index ([`SagaContext::key`]) make a key for the
-//!   systems they call.
-//! - An attempt whose "started" record was not durable never ran: the crash
-//!   came before its first poll.
-//! - The value of a step that [saves its output](crate::StepOutput) is in
-//!   the journal ([`Event::ActionSucceeded`]); a resumed compensation
-//!   receives it.
+//! The run stage that writes these records as a saga runs, and resuming a
+//! saga from its [`History`], are not part of this release yet.
 
 mod codec;
 mod fingerprint;
