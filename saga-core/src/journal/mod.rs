@@ -21,11 +21,14 @@
 //!   journal's parameters, and quarantined when their shape
 //!   ([`Saga::fingerprint`](crate::Saga::fingerprint)) changed.
 //!
+//! [`MemoryJournal`] keeps records in memory and can lose power, for tests.
+//!
 //! The run stage that writes these records as a saga runs, and resuming a
 //! saga from its [`History`], are not part of this release yet.
 
 mod codec;
 mod fingerprint;
+mod memory;
 mod record;
 mod registry;
 mod replay;
@@ -35,6 +38,7 @@ use core::fmt;
 use core::task::{Context, Poll};
 
 pub use codec::{Codec, DecodeError, Reader};
+pub use memory::MemoryJournal;
 pub use record::{Event, Outcome, Record, Unwind};
 pub use registry::{Definition, Quarantined, Registry, SagaContext, SagaId};
 pub use replay::{History, Progress, ReplayError, SagaState, StepHistory, replay};
