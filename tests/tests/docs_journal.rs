@@ -1493,9 +1493,6 @@ fn unsaved_outputs_lists_steps_that_say_unsaved() {
 }
 
 #[test]
-#[ignore = "MISMATCH: Saga::unsaved_outputs is documented as 'Which steps keep a value that cannot be \
-            saved to a journal (typed steps without a codec)', but add_typed_step and \
-            TypedStep::by_ref steps are not listed (only a user step whose output() is Unsaved is)"]
 fn unsaved_outputs_lists_typed_steps_without_a_codec() {
     let saga: Saga<String> = SagaBuilder::new()
         .add_step(|| async { Ok::<_, String>(()) }, || async { Ok(()) })
@@ -1538,9 +1535,6 @@ fn step_journal_methods_default_to_nothing() {
 }
 
 #[test]
-#[ignore = "MISMATCH: StepOutput::Unsaved is documented as 'A value it cannot save (a typed step \
-            without a codec)', and Step::output as whether the step keeps a value for its \
-            compensation; TypedStep::by_value/by_ref/by_option keep one but output() returns Nothing"]
 fn typed_steps_keep_an_unsaved_value() {
     let by_value =
         TypedStep::by_value(|| async { Ok::<_, String>(1_u8) }, |_: u8| async { Ok(()) });

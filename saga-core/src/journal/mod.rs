@@ -43,7 +43,6 @@ pub use record::{Event, Outcome, Record, Unwind};
 pub use registry::{Definition, Quarantined, Registry, SagaContext, SagaId};
 pub use replay::{History, Progress, ReplayError, SagaState, StepHistory, replay};
 
-#[allow(unused_imports, reason = "the engine's journal stage uses it next")]
 pub(crate) use fingerprint::fingerprint;
 
 /// Where one saga's records are kept: the run [appends](Journal::append)
