@@ -142,6 +142,11 @@ pub enum StopReason {
     /// The saga's deadline ([`SagaBuilder::saga_timeout`](crate::SagaBuilder::saga_timeout))
     /// passed: the error is `E::from(TimedOut)`.
     Deadline,
+    /// The process running a durable saga stopped during an action attempt
+    /// that the step's retry policy does not allow to run again, and a
+    /// resumed run counted it as cut short: the error is
+    /// `E::from(Crashed)` (see [`Crashed`](crate::Crashed)).
+    Crashed,
 }
 
 /// What the engine did once the saga stopped: the report's side of the

@@ -150,3 +150,69 @@ impl From<Panicked> for String {
         panicked.to_string()
     }
 }
+
+/// The process running a durable saga stopped (a crash, a kill, a power
+/// cut) and a later run resumed it from its journal: what stands for an
+/// error the earlier process met, or for an attempt it left with no
+/// outcome.
+///
+/// A resumed run reports `E::from(Crashed)` for an action attempt cut short
+/// by the crash that its retry policy does not allow to run again (the
+/// report's [`StopReason`](crate::StopReason) is `Crashed`), and for the
+/// errors the journal holds only as their message ([`recorded`](Crashed::recorded)):
+/// the failure the saga was unwinding from, and compensations that had
+/// already failed. So a saga resumed from a [journal](crate::journal) needs
+/// `E: From<Crashed>`. `String`, `Box<dyn Error + Send + Sync>` and
+/// `anyhow::Error` have it already.
+///
+/// # Examples
+///
+/// ```
+/// use saga_core::Crashed;
+///
+/// assert_eq!(String::from(Crashed::new()), "cut short by a crash");
+/// let failed = Crashed::recorded("card declined");
+/// assert_eq!(failed.message(), Some("card declined"));
+/// assert_eq!(String::from(failed), "card declined (before a restart)");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Crashed {
+    message: Option<String>,
+}
+
+impl Crashed {
+    /// An attempt left with no outcome by a crash.
+    pub fn new() -> Self {
+        Crashed { message: None }
+    }
+
+    /// An error met before the crash, of which the journal kept this
+    /// message.
+    pub fn recorded(message: impl Into<String>) -> Self {
+        Crashed {
+            message: Some(message.into()),
+        }
+    }
+
+    /// The recorded error's message, if it stands for one.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl fmt::Display for Crashed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(message) => write!(f, "{message} (before a restart)"),
+            None => f.write_str("cut short by a crash"),
+        }
+    }
+}
+
+impl core::error::Error for Crashed {}
+
+impl From<Crashed> for String {
+    fn from(crashed: Crashed) -> Self {
+        crashed.to_string()
+    }
+}

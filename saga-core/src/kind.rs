@@ -1,6 +1,7 @@
 //! [`SagaKind`]: a `Send` saga or a local one, and what each stores its
 //! steps and callbacks as.
 
+use crate::journal::Journal;
 use crate::sleep::Timers;
 use crate::{Observer, Recovery, Step};
 
@@ -100,6 +101,10 @@ pub trait SagaKind<E>: Step<E> + sealed::Sealed {
     /// The sleeper and its sleeps in flight, as the saga stores them.
     #[doc(hidden)]
     type Timers: ?Sized + Timers;
+
+    /// The journal a durable run writes to, as the run borrows it.
+    #[doc(hidden)]
+    type Journal: ?Sized + Journal;
 }
 
 // For any lifetime, not only `'static`: the compiler checks that a future
@@ -108,12 +113,14 @@ impl<E> SagaKind<E> for dyn Step<E> + Send + '_ {
     type Observer = dyn Observer<E> + Send + Sync;
     type Classifier = dyn Fn(&E) -> Recovery + Send + Sync;
     type Timers = dyn Timers + Send;
+    type Journal = dyn Journal + Send;
 }
 
 impl<E> SagaKind<E> for dyn Step<E> + '_ {
     type Observer = dyn Observer<E>;
     type Classifier = dyn Fn(&E) -> Recovery;
     type Timers = dyn Timers;
+    type Journal = dyn Journal;
 }
 
 mod sealed {

@@ -195,7 +195,7 @@ pub use error::{Handling, SagaError, StepFailure, StopReason};
 pub use flow::{Flow, FlowBuilder, FlowError, FlowGroupBuilder, FlowRun, LocalFlow};
 pub use fn_step::FnStep;
 pub use group::{GroupBuilder, ParallelGroup};
-pub use interrupt::{Aborted, Panicked, TimedOut};
+pub use interrupt::{Aborted, Crashed, Panicked, TimedOut};
 pub use observer::{Observer, StepRef};
 pub use policy::{AllowedIn, CompensationMode, InFlight, Recovery, StepPolicy, Timed, Untimed};
 pub use retry::Retry;

@@ -33,7 +33,7 @@ use crate::{CompensationMode, Run, Step, TimedOut};
 /// assert!(smol::block_on(saga.run()).is_ok()); // and again
 /// ```
 pub struct Saga<E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
-    steps: Vec<Pin<Box<S>>>,
+    pub(crate) steps: Vec<Pin<Box<S>>>,
     plan: Plan<E, S>,
     scratch: Scratch<E>,
     clock: Option<SagaClock<E, S>>,

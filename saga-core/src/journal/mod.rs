@@ -28,6 +28,7 @@
 
 mod codec;
 mod fingerprint;
+mod journaled_run;
 mod memory;
 mod record;
 mod registry;
@@ -38,6 +39,7 @@ use core::fmt;
 use core::task::{Context, Poll};
 
 pub use codec::{Codec, DecodeError, Reader};
+pub use journaled_run::{DurableError, JournaledRun, Refused, Start};
 pub use memory::MemoryJournal;
 pub use record::{Event, Outcome, Record, Unwind};
 pub use registry::{Definition, Quarantined, Registry, SagaContext, SagaId};

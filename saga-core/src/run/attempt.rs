@@ -15,6 +15,17 @@ use crate::retry::RetrySpec;
 use crate::sleep::Slot;
 use crate::{Recovery, StepFailure, StopReason};
 
+/// What failed an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    // The step returned an error, or timed out.
+    Returned,
+    // A panic (see `Run::fail_in_flight`).
+    Panicked,
+    // A crash before a restart left it with no outcome.
+    Crashed,
+}
+
 /// How a lane's step ended.
 pub(super) enum AttemptEnd<E> {
     Succeeded,
@@ -38,6 +49,9 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
             span.entered()
         });
         self.scratch.occupy(lane, step, kind);
+        if self.durable.is_some() {
+            return self.start_durable_attempt(lane, step, kind);
+        }
         self.begin_attempt(lane, step, 1, kind);
     }
 
@@ -52,11 +66,12 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     /// The lane holds `attempt` of its step, running: its timer, and the
     /// observer told.
     #[inline(always)]
-    fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
+    pub(super) fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
         if self.timers.is_some() {
             self.start_lane_timer(lane, step, kind);
         }
         self.transition(step, Transition::Started(kind, attempt));
+        self.hold_for_journal(lane);
     }
 
     /// Starts the timeout of the attempt in `lane`, if its step has one.
@@ -87,6 +102,12 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
             } = self.scratch.lanes[lane];
             match stage {
                 Stage::Free => return Poll::Ready(AttemptEnd::Succeeded),
+                Stage::Journaling => {
+                    if !self.journal_gate(lane, cx) {
+                        return Poll::Pending;
+                    }
+                    self.scratch.lanes[lane].stage = Stage::Running;
+                }
                 Stage::BackingOff => {
                     // Without a clock (the sleeper panicked), retry at once.
                     if self.timers.is_some() && !self.timer_elapsed(Slot::Lane(lane), cx) {
@@ -99,14 +120,14 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                         true => self.scratch.lanes[lane].panic.take(),
                         false => None,
                     };
-                    let (error, ending, last) = match panic {
+                    let (error, ending, last, crashed) = match panic {
                         Some(panic) => {
                             self.cancel_attempt(lane, step);
                             if !panic.announced {
                                 let failed = Transition::Failed(kind, attempt, &panic.error);
                                 self.announce_failure(lane, step, failed, panic.last);
                             }
-                            (panic.error, panic.ending, panic.last)
+                            (panic.error, panic.ending, panic.last, panic.crashed)
                         }
                         None => match self.poll_attempt(lane, step, kind, cx) {
                             Poll::Pending => return Poll::Pending,
@@ -124,7 +145,11 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                         },
                     };
                     self.stop_lane_timer(lane);
-                    if let Some(end) = self.after_error(lane, error, ending, last, true) {
+                    let cause = match crashed {
+                        true => Cause::Crashed,
+                        false => Cause::Panicked,
+                    };
+                    if let Some(end) = self.after_error(lane, error, ending, last, cause) {
                         return Poll::Ready(end);
                     }
                 }
@@ -173,7 +198,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
         let kind = self.scratch.lanes[lane].kind;
         self.announce_failure(lane, step, Transition::Failed(kind, attempt, &error), false);
         self.stop_lane_timer(lane);
-        self.after_error(lane, error, ending, false, false)
+        self.after_error(lane, error, ending, false, Cause::Returned)
     }
 
     /// Tells the observer of a failed attempt (or of its retry). Should the
@@ -237,15 +262,15 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
         }
     }
 
-    /// An attempt failed (`panicked`: with a panic): schedule a retry
-    /// (`None`), or end the lane. A `last` attempt is never retried.
+    /// An attempt failed (by `cause`): schedule a retry (`None`), or end
+    /// the lane. A `last` attempt is never retried.
     fn after_error(
         &mut self,
         lane: usize,
         error: E,
         ending: Ending,
         last: bool,
-        panicked: bool,
+        cause: Cause,
     ) -> Option<AttemptEnd<E>> {
         let Lane {
             step,
@@ -297,10 +322,11 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
             Recovery::Propagate => Recovery::Propagate,
             Recovery::Retry | Recovery::Compensate => Recovery::Compensate,
         };
-        let reason = match (panicked, timed_out) {
-            (true, _) => StopReason::Panicked,
-            (false, true) => StopReason::TimedOut,
-            (false, false) => StopReason::Failed,
+        let reason = match (cause, timed_out) {
+            (Cause::Crashed, _) => StopReason::Crashed,
+            (Cause::Panicked, _) => StopReason::Panicked,
+            (Cause::Returned, true) => StopReason::TimedOut,
+            (Cause::Returned, false) => StopReason::Failed,
         };
         let mut failure = self.step_failure(step, error, attempt, timed_out, reason);
         failure.compensation = kind == Kind::Compensation;
@@ -348,7 +374,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
             stage,
             ..
         } = self.scratch.lanes[lane];
-        if stage == Stage::Running {
+        if let Stage::Running | Stage::Journaling = stage {
             // Before the lane is freed: should dropping the attempt panic,
             // the lane still fails (see `fail_in_flight`).
             self.cancel_attempt(lane, step);

@@ -128,6 +128,11 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                 break;
             }
             let (step, member) = (wave.next, member(wave, wave.next));
+            if self.durable.is_some() && self.applied_before_restart(step) {
+                self.wave.next += 1;
+                self.scratch.outcomes[member] = Outcome::Applied;
+                continue;
+            }
             let Some(lane) = self.scratch.claim(wave.limit) else {
                 break;
             };
@@ -227,15 +232,17 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                 Stage::Free => continue,
                 Stage::BackingOff if interrupted => self.interrupt_error(deadline),
                 Stage::BackingOff => None,
-                Stage::Running if !interrupted => match cut_short_on_failure {
+                Stage::Running | Stage::Journaling if !interrupted => match cut_short_on_failure {
                     true => None,
                     false => continue,
                 },
-                Stage::Running => match deadline || self.plan.on_abort == InFlight::CutShort {
-                    true => self.interrupt_error(deadline),
-                    // Aborted with `InFlight::Finish`: let it finish.
-                    false => continue,
-                },
+                Stage::Running | Stage::Journaling => {
+                    match deadline || self.plan.on_abort == InFlight::CutShort {
+                        true => self.interrupt_error(deadline),
+                        // Aborted with `InFlight::Finish`: let it finish.
+                        false => continue,
+                    }
+                }
             };
             let end = self.stop_lane(lane, error);
             self.end_member(end, step);
@@ -286,7 +293,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
         self.halt_forward(true);
     }
 
-    fn finish_forward_wave(&mut self, wave: Wave) {
+    pub(super) fn finish_forward_wave(&mut self, wave: Wave) {
         if let Some(failure) = self.failure.as_ref().filter(|_| self.abort_landed()) {
             // An abort landed during the poll in which the block failed: the
             // saga stopped because of that failure, with the abort noted.
@@ -325,6 +332,9 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
             }
         }
         let propagate = failure.handling() == Handling::Propagated;
+        if self.durable.is_some() {
+            self.record_unwinding();
+        }
         self.set_timer(Slot::Saga, None);
         let (start, end) = Self::block(wave);
         self.failed_block = Some((start, end));

@@ -23,6 +23,7 @@
 
 mod attempt;
 mod backward;
+mod durable;
 mod forward;
 mod observe;
 mod scratch;
@@ -38,6 +39,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 use core::time::Duration;
 
+pub(crate) use durable::Link;
 pub(crate) use scratch::Scratch;
 use scratch::{Panic, Stage};
 pub use table::StepTable;
@@ -119,6 +121,8 @@ pub struct Run<
     // The observer is being told that this lane's attempt failed (or is to
     // be retried; `true`: a panic fails it for good).
     failing_lane: Option<(usize, bool)>,
+    // The journal of a durable run (`None`: the run keeps no journal).
+    durable: Option<Box<Link<'a, E, S::Journal>>>,
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
@@ -240,9 +244,16 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
             stray_failure: None,
             calling: Calling::Nothing,
             failing_lane: None,
+            durable: None,
             #[cfg(feature = "tracing")]
             span: tracing::Span::none(),
         }
+    }
+
+    /// The run writes its transitions to `link`'s journal.
+    pub(crate) fn journaled(mut self, link: Box<Link<'a, E, S::Journal>>) -> Self {
+        self.durable = Some(link);
+        self
     }
 
     /// Attaches an [`AbortHandle`]: after [`abort`](AbortHandle::abort), the
@@ -328,6 +339,7 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
             ending,
             last,
             announced,
+            crashed: false,
         });
         if let Some(wakers) = &self.scratch.wakers {
             wakers.mark(lane);
@@ -429,10 +441,13 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
     /// The run starts: the first block, the deadline, the observer.
     fn start(&mut self) {
         // The phase moves first, so that a panic below is not met again.
-        self.phase = self.forward_wave(0);
+        self.phase = match self.durable.is_some() {
+            true => self.start_durable(),
+            false => self.forward_wave(0),
+        };
         let deadline = self.plan.saga_timeout.filter(|_| self.timers.is_some());
         self.watch = deadline.is_some() || self.abort.is_some();
-        self.quiet = self.observer.is_none() && self.timers.is_none();
+        self.quiet = self.observer.is_none() && self.timers.is_none() && self.durable.is_none();
         #[cfg(feature = "tracing")]
         {
             self.quiet &= self.span.is_disabled();
@@ -492,7 +507,12 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Future for Run<'_, E,
                     this.start();
                     continue;
                 }
-                Phase::Done => return Poll::Ready(this.report()),
+                Phase::Done => {
+                    if this.durable.is_some() && !this.close_journal(cx) {
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(this.report());
+                }
                 Phase::Reported => panic!("saga `Run` polled after it completed"),
             };
             if progress.is_pending() {

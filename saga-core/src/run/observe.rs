@@ -24,6 +24,9 @@ pub(super) enum Transition<'e, E> {
 impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     #[inline(always)]
     pub(super) fn transition(&mut self, step: usize, transition: Transition<'_, E>) {
+        if self.durable.is_some() {
+            self.journal_transition(step, &transition);
+        }
         #[cfg(feature = "tracing")]
         if !self.span.is_disabled() {
             crate::trace::transition(transition_label(&transition));

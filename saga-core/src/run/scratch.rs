@@ -223,6 +223,8 @@ pub(super) struct Panic<E> {
     // observer already heard of its own failure when `announced`.
     pub(super) last: bool,
     pub(super) announced: bool,
+    // A crash cut the attempt short before a restart (see `Crashed`).
+    pub(super) crashed: bool,
 }
 
 impl<E> Default for Lane<E> {
@@ -244,6 +246,8 @@ impl<E> Default for Lane<E> {
 pub(super) enum Stage {
     Free,
     Running,
+    // Started, and waiting for its record to be durable (with a journal).
+    Journaling,
     BackingOff,
 }
 

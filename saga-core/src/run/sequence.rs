@@ -42,6 +42,10 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                     self.wave.next = step + 1;
                     self.scratch.outcomes.single = Outcome::Running;
                     self.start_attempt(0, step, Kind::Action);
+                    if self.durable.is_some() {
+                        // Through the write-ahead gate first (`poll_lane`).
+                        continue;
+                    }
                     (step, 1)
                 }
                 Stage::Running if lane.panic.is_none() => (lane.step, lane.attempt),
@@ -102,6 +106,9 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                     };
                     self.wave.next = step;
                     self.start_attempt(0, step, Kind::Compensation);
+                    if self.durable.is_some() {
+                        continue;
+                    }
                     (step, 1)
                 }
                 Stage::Running if lane.panic.is_none() => (lane.step, lane.attempt),
