@@ -33,6 +33,7 @@ use core::ops::Range;
 /// | an abort with no action in flight, or whose action in flight then succeeded | [`Aborted`](StopReason::Aborted) | the first step that never started | `E::from(Aborted)` | 0 | `stopped before step 2 (name): ` | `aborted` |
 /// | the saga's deadline, with an action in flight (always cut short) or waiting for a retry | [`Deadline`](StopReason::Deadline) | that step | `E::from(TimedOut)` | attempts made | `step 1 (name) cut short: ` | `deadline_passed`, then `action_failed` |
 /// | the saga's deadline, with no action in flight | [`Deadline`](StopReason::Deadline) | the first step that never started | `E::from(TimedOut)` | 0 | `stopped before step 2 (name): ` | `deadline_passed` |
+/// | a resumed durable run found an action attempt cut short by a crash, with no attempt left in its retry policy | [`Crashed`](StopReason::Crashed) | that step | `E::from(Crashed)` | attempts made | `step 1 (name) failed: ` | `action_failed` |
 ///
 /// When an abort lets the action in flight finish ([`InFlight::Finish`](crate::InFlight::Finish),
 /// the default) and it fails on its own, the saga stopped because of that

@@ -77,6 +77,28 @@
 //!     what was applied compensated (under a runtime adapter, or
 //!     `rt::CatchPanics`).
 //!
+//! With a journal ([`Saga::run_journaled`], see [Durable sagas](#durable-sagas)):
+//!
+//! 13. **Write-ahead.** An action or compensation attempt's "started" record
+//!     is durable before the attempt is first polled; its outcome is recorded
+//!     after. A gap-free sequence number orders a saga's records; a gap or
+//!     an illegal transition refuses to resume ([`journal::replay`]).
+//! 14. **Recovery finishes the saga** ([`Saga::resume`]). An attempt with a
+//!     "started" record and no outcome counts as cut short (rule 7): an
+//!     action is run again if its retry policy allows another attempt,
+//!     otherwise the saga unwinds and compensates it by rule 3; a
+//!     compensation with no outcome is run again. So actions and
+//!     compensations run *at least once*: make them idempotent, with the
+//!     saga id and the step index as the key
+//!     ([`SagaContext::key`](journal::SagaContext::key)). Saved typed
+//!     values ([`TypedStep::saved`]) are in the journal, so a resumed
+//!     compensation receives the value the original action returned.
+//! 15. **Definitions are versioned.** A journal names its saga definition
+//!     (name, version) and the fingerprint of its shape
+//!     ([`Saga::fingerprint`]); an unknown definition or a changed shape is
+//!     refused with a reason ([`journal::Quarantined`],
+//!     [`journal::Refused`]), never run, never a panic.
+//!
 //! [`SagaError`] says where and why a run stopped, in one table.
 //!
 //! # Data flow
@@ -113,6 +135,37 @@
 //! [`FlowError`] of a failed run (with the report), dropped if the run is
 //! dropped. A flow is the same engine as a [`Saga`]: every rule, policy and
 //! setting applies the same way.
+//!
+//! # Durable sagas
+//!
+//! A saga run with a [`Journal`](journal::Journal) survives its process: each
+//! transition is a record, and after a crash (a deploy, `kill -9`, a power
+//! cut) [`Saga::resume`] finishes what the crashed run would have done,
+//! forward or backward, by rules 13 to 15. The core holds the journal's
+//! data model, the engine's journal stage, [`journal::replay`] and a
+//! [`journal::Registry`] of definitions; a store (a file, a database, flash)
+//! implements [`Journal`](journal::Journal) in its own crate.
+//!
+//! What a crash can and cannot lose: a record is kept once the journal's
+//! flush returned; an attempt whose "started" record was not yet durable
+//! was never polled, so nothing ran unrecorded. An attempt that ran and
+//! whose outcome was not yet durable is run again (or compensated), which
+//! is why actions and compensations must be idempotent.
+//!
+//! ```
+//! use saga_core::journal::{replay, MemoryJournal, Outcome, SagaState, Start};
+//! use saga_core::SagaBuilder;
+//!
+//! let mut saga = SagaBuilder::<String>::new()
+//!     .add_step(|| async { Ok::<_, String>(()) }, || async { Ok(()) })
+//!     .build();
+//! let mut journal = MemoryJournal::new();
+//! let run = saga.run_journaled(&mut journal, Start::new("one", 1, vec![]))?;
+//! assert!(smol::block_on(run).is_ok());
+//! let history = replay(journal.durable())?;
+//! assert_eq!(history.state(), SagaState::Finished(Outcome::Committed));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Observability
 //!

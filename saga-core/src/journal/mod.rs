@@ -21,10 +21,16 @@
 //!   journal's parameters, and quarantined when their shape
 //!   ([`Saga::fingerprint`](crate::Saga::fingerprint)) changed.
 //!
+//! - [`Saga::run_journaled`](crate::Saga::run_journaled) and
+//!   [`Saga::resume`](crate::Saga::resume): a run that writes a record of
+//!   each transition (rule 13 of the [crate docs](crate#the-rules)), and a
+//!   run that finishes a saga from its [`History`] (rule 14), as a
+//!   [`JournaledRun`] whose error is a [`DurableError`].
+//!
 //! [`MemoryJournal`] keeps records in memory and can lose power, for tests.
 //!
-//! The run stage that writes these records as a saga runs, and resuming a
-//! saga from its [`History`], are not part of this release yet.
+//! [`Flow`](crate::Flow)s are not journaled yet: a flow's values are not
+//! saved, so only a [`Saga`](crate::Saga) runs with a journal.
 
 mod codec;
 mod fingerprint;
