@@ -330,9 +330,6 @@ fn codec_invalid_bool_char_and_utf8_are_errors() {
 }
 
 #[test]
-#[ignore = "MISMATCH: DecodeError::offset is documented as 'The byte offset at which decoding failed' \
-            (DecodeError::new: 'An error at byte `offset`'), but an invalid bool byte at offset 0 \
-            (and an invalid Option tag at 0) reports offset 1, the position after the bad byte"]
 fn decode_error_offset_points_at_the_invalid_byte() {
     assert_eq!(bool::decode(&[2]).expect_err("2 is no bool").offset(), 0);
     let mut option = encoded(&Some(5_u8));
@@ -746,9 +743,6 @@ fn illegal_reopened_unless_finished_stuck() {
 }
 
 #[test]
-#[ignore = "MISMATCH: Outcome::Committed is documented as 'Every action succeeded.', but replay accepts \
-            Finished { outcome: Committed } after ActionFailed and Unwinding (the History ends \
-            Finished(Committed) with step 0's action Failed)"]
 fn illegal_committed_after_unwinding() {
     // `Outcome::Committed`: "Every action succeeded."
     assert_last_illegal(vec![
@@ -762,9 +756,6 @@ fn illegal_committed_after_unwinding() {
 }
 
 #[test]
-#[ignore = "MISMATCH: Unwind::Propagated is documented as 'The classifier chose not to compensate: \
-            nothing is undone.', but replay accepts CompensationStarted after Unwinding { reason: \
-            Propagated } (no Reopened in between)"]
 fn illegal_compensation_after_a_propagated_unwind() {
     // `Unwind::Propagated`: "The classifier chose not to compensate: nothing
     // is undone."

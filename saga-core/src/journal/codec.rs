@@ -184,10 +184,11 @@ impl Codec for bool {
     }
 
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = reader.offset();
         match u8::decode_from(reader)? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(reader.error("a bool is 0 or 1")),
+            _ => Err(DecodeError::new("a bool is 0 or 1", at)),
         }
     }
 }
@@ -198,8 +199,9 @@ impl Codec for char {
     }
 
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = reader.offset();
         let value = u32::decode_from(reader)?;
-        char::from_u32(value).ok_or_else(|| reader.error("not a char"))
+        char::from_u32(value).ok_or_else(|| DecodeError::new("not a char", at))
     }
 }
 
@@ -257,10 +259,11 @@ impl<T: Codec> Codec for Option<T> {
     }
 
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = reader.offset();
         match u8::decode_from(reader)? {
             0 => Ok(None),
             1 => Ok(Some(T::decode_from(reader)?)),
-            _ => Err(reader.error("an option tag is 0 or 1")),
+            _ => Err(DecodeError::new("an option tag is 0 or 1", at)),
         }
     }
 }

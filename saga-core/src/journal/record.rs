@@ -200,13 +200,14 @@ impl Codec for Unwind {
     }
 
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = reader.offset();
         Ok(match u8::decode_from(reader)? {
             0 => Unwind::Failed,
             1 => Unwind::Aborted,
             2 => Unwind::Deadline,
             3 => Unwind::Panicked,
             4 => Unwind::Propagated,
-            _ => return Err(reader.error("unknown unwind reason")),
+            _ => return Err(DecodeError::new("unknown unwind reason", at)),
         })
     }
 }
@@ -217,12 +218,13 @@ impl Codec for Outcome {
     }
 
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = reader.offset();
         Ok(match u8::decode_from(reader)? {
             0 => Outcome::Committed,
             1 => Outcome::Compensated,
             2 => Outcome::Stuck,
             3 => Outcome::Abandoned,
-            _ => return Err(reader.error("unknown outcome")),
+            _ => return Err(DecodeError::new("unknown outcome", at)),
         })
     }
 }
@@ -312,10 +314,12 @@ impl Codec for Record {
     }
 
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let at = reader.offset();
         if u8::decode_from(reader)? != FORMAT {
-            return Err(reader.error("unknown record format"));
+            return Err(DecodeError::new("unknown record format", at));
         }
         let seq = reader.read()?;
+        let kind_at = reader.offset();
         let event = match u8::decode_from(reader)? {
             0 => Event::Created {
                 definition: reader.read()?,
@@ -362,7 +366,7 @@ impl Codec for Record {
                 attempt: reader.read()?,
             },
             10 => Event::Reopened,
-            _ => return Err(reader.error("unknown record kind")),
+            _ => return Err(DecodeError::new("unknown record kind", kind_at)),
         };
         Ok(Record { seq, event })
     }

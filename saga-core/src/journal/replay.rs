@@ -197,6 +197,11 @@ impl History {
                 self.unwinding = Some((*step, *reason));
             }
             Event::CompensationStarted { step, attempt } => {
+                if let Some((_, Unwind::Propagated)) = self.unwinding {
+                    return Err(illegal(
+                        "a compensation after a propagated failure, not reopened",
+                    ));
+                }
                 let history = self.touch(*step);
                 let follows = match history.compensation {
                     Progress::NotStarted => *attempt == 1,
@@ -241,6 +246,9 @@ impl History {
                 self.unwinding = Some((step, Unwind::Failed));
             }
             Event::Finished { outcome, message } => {
+                if unwinding && *outcome == Outcome::Committed {
+                    return Err(illegal("committed after it began to unwind"));
+                }
                 self.finished = Some(*outcome);
                 if !message.is_empty() {
                     self.last_error = Some(message.clone());
