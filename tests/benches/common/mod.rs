@@ -45,6 +45,20 @@ impl From<TimedOut> for Failed {
     }
 }
 
+/// A durable saga's error is made from `Crashed` (for what a resumed run
+/// reports) and displayed in its journal.
+impl From<saga_core::Crashed> for Failed {
+    fn from(_: saga_core::Crashed) -> Self {
+        Failed
+    }
+}
+
+impl core::fmt::Display for Failed {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("failed")
+    }
+}
+
 /// An observer that does nothing: every method is the trait's empty default.
 /// What attaching an observer costs, with nothing observed.
 #[derive(Debug, Clone, Copy, Default)]
