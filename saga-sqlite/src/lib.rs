@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS records (
     saga_id BLOB NOT NULL,
     seq INTEGER NOT NULL CHECK (seq >= 0),
     body BLOB NOT NULL,
+    checksum INTEGER NOT NULL,
     finished INTEGER NOT NULL,
     written_at INTEGER NOT NULL,
     PRIMARY KEY (saga_id, seq)
@@ -288,22 +289,28 @@ impl Store {
     /// store does not know).
     ///
     /// Fails with [`StoreErrorKind::Corrupt`], naming the saga and the
-    /// record, when a record cannot be decoded.
+    /// record, when a record cannot be decoded or is missing (the rows are
+    /// not numbered 0, 1, 2, ...: a damaged file lost some).
     pub fn records(&self, id: SagaId) -> Result<Vec<Record>, StoreError> {
         let rows = self
             .read(|reader| {
                 let mut statement = reader
-                    .prepare_cached("SELECT seq, body FROM records WHERE saga_id = ?1 ORDER BY seq")?;
+                    .prepare_cached("SELECT seq, body, checksum FROM records WHERE saga_id = ?1 ORDER BY seq")?;
                 let rows = statement
                     .query_map(params![&id.0.to_be_bytes()[..]], |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, Vec<u8>>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
             })
             .map_err(|e| StoreError::sqlite(format!("saga {id}: cannot read its records"), e))?;
-        rows.into_iter()
-            .map(|(seq, body)| decode(id, seq, &body))
+        rows.iter()
+            .zip(0..)
+            .map(|((seq, body, checksum), want)| decode(id, *seq, want, body, *checksum))
             .collect()
     }
 
@@ -338,17 +345,24 @@ impl Store {
     /// definition, state, age and last error.
     ///
     /// Fails with [`StoreErrorKind::Corrupt`] when a record cannot be
-    /// decoded.
+    /// decoded or is missing, as [`records`](Store::records) does.
     pub fn list(&self) -> Result<Vec<SagaSummary>, StoreError> {
-        type Row = (Vec<u8>, i64, Vec<u8>, i64);
+        type Row = (Vec<u8>, i64, Vec<u8>, i64, i64);
         let rows: Vec<Row> = self
             .read(|reader| {
                 let mut statement = reader.prepare_cached(
-                    "SELECT saga_id, seq, body, written_at FROM records ORDER BY saga_id, seq",
+                    "SELECT saga_id, seq, body, written_at, checksum FROM records \
+                     ORDER BY saga_id, seq",
                 )?;
                 let rows = statement
                     .query_map([], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                        ))
                     })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 Ok(rows)
@@ -357,13 +371,16 @@ impl Store {
 
         let mut summaries = Vec::new();
         let mut rows = rows.into_iter().peekable();
-        while let Some((raw_id, seq, body, written_at)) = rows.next() {
+        while let Some((raw_id, seq, body, written_at, checksum)) = rows.next() {
             let id = saga_id(&raw_id)?;
-            let mut records = vec![decode(id, seq, &body)?];
+            let mut records = vec![decode(id, seq, 0, &body, checksum)?];
             let created = millis(written_at);
             let mut updated = created;
-            while let Some((_, seq, body, written_at)) = rows.next_if(|row| row.0 == raw_id) {
-                records.push(decode(id, seq, &body)?);
+            while let Some((_, seq, body, written_at, checksum)) =
+                rows.next_if(|row| row.0 == raw_id)
+            {
+                let want = records.len() as i64;
+                records.push(decode(id, seq, want, &body, checksum)?);
                 updated = millis(written_at);
             }
             summaries.push(summarize(id, &records, created, updated));
@@ -509,7 +526,28 @@ fn saga_id(raw: &[u8]) -> Result<SagaId, StoreError> {
     Ok(SagaId(u128::from_be_bytes(bytes)))
 }
 
-fn decode(id: SagaId, seq: i64, body: &[u8]) -> Result<Record, StoreError> {
+/// Decodes the record in row `seq` of saga `id`, which should be its
+/// record number `want` (a damaged file can lose rows) and match its
+/// checksum (a damaged file can return bytes that were never written).
+fn decode(
+    id: SagaId,
+    seq: i64,
+    want: i64,
+    body: &[u8],
+    checksum: i64,
+) -> Result<Record, StoreError> {
+    if seq != want {
+        return Err(StoreError::new(
+            StoreErrorKind::Corrupt,
+            format!("saga {id}: record {want} is missing (record {seq} came instead)"),
+        ));
+    }
+    if writer::checksum(id, seq as u64, body) != checksum {
+        return Err(StoreError::new(
+            StoreErrorKind::Corrupt,
+            format!("saga {id}: record {seq} does not match its checksum"),
+        ));
+    }
     let record = Record::from_bytes(body).map_err(|error| {
         StoreError::with_source(
             StoreErrorKind::Corrupt,
