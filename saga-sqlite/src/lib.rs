@@ -5,8 +5,8 @@
 //! saga ([`Store::journal`]), which a run writes through
 //! ([`Saga::run_journaled`](saga_core::Saga::run_journaled), or
 //! [`Saga::resume`](saga_core::Saga::resume) with the
-//! [`History`](saga_core::journal::History) that
-//! [`replay`](saga_core::journal::replay) read from [`Store::records`]). It
+//! [`History`] that
+//! [`replay`] read from [`Store::records`]). It
 //! answers what an operator asks: which sagas are not finished
 //! ([`Store::unfinished`]), a summary of each ([`Store::list`]), and it can
 //! give a saga up ([`Store::abandon`]).
@@ -21,6 +21,15 @@
 //! leaves a gap or a half-written record (a transaction is committed whole
 //! or not at all, and the store refuses a record that is not the next of its
 //! saga).
+//!
+//! Each record is kept as its [`Record::to_bytes`] bytes with a checksum
+//! over the saga id, its number and its bytes. Reading refuses, with a
+//! [`StoreErrorKind::Corrupt`] error that names the saga and the record,
+//! a record that does not decode, does not match its checksum, or comes
+//! after a missing one: a damaged file (a torn copy, a truncated main file)
+//! gives either a prefix of each saga's records or an error, never a record
+//! that was not written. Dropping the store checkpoints the write-ahead log
+//! into the main file.
 //!
 //! # Group commit
 //!
@@ -37,8 +46,10 @@
 //! dropping the [`Store`] commits what was queued and joins it. The
 //! journals need no runtime: a flush registers its task's waker and the
 //! writer wakes it, so a saga runs on any executor. Reads
-//! ([`Store::records`], [`Store::list`], ...) run on the caller's thread,
-//! through a second, read-only connection.
+//! ([`Store::records`], [`Store::list`], ...) and [`Store::abandon`] block
+//! the caller's thread (reads go through a second, read-only connection,
+//! which WAL mode lets run beside the writer): call them from a thread
+//! that may block, not from an executor's task.
 //!
 //! # Examples
 //!
@@ -221,9 +232,7 @@ impl Store {
             Schema::Sqlite(error) => sqlite("cannot create the schema", error),
             Schema::Version(version) => StoreError::new(
                 StoreErrorKind::Schema,
-                format!(
-                    "{shown}: schema version {version} is not this store's ({SCHEMA_VERSION})"
-                ),
+                format!("{shown}: schema version {version} is not this store's ({SCHEMA_VERSION})"),
             ),
         })?;
 
@@ -280,7 +289,9 @@ impl Store {
                     .optional()
                     .map(Option::flatten)
             })
-            .map_err(|e| StoreError::sqlite(format!("saga {id}: cannot read its last record"), e))?;
+            .map_err(|e| {
+                StoreError::sqlite(format!("saga {id}: cannot read its last record"), e)
+            })?;
         let next = last.map_or(0, |seq| seq as u64 + 1);
         Ok(SqliteJournal::new(id, self.writer.clone(), next))
     }
@@ -294,8 +305,9 @@ impl Store {
     pub fn records(&self, id: SagaId) -> Result<Vec<Record>, StoreError> {
         let rows = self
             .read(|reader| {
-                let mut statement = reader
-                    .prepare_cached("SELECT seq, body, checksum FROM records WHERE saga_id = ?1 ORDER BY seq")?;
+                let mut statement = reader.prepare_cached(
+                    "SELECT seq, body, checksum FROM records WHERE saga_id = ?1 ORDER BY seq",
+                )?;
                 let rows = statement
                     .query_map(params![&id.0.to_be_bytes()[..]], |row| {
                         Ok((
@@ -492,9 +504,7 @@ enum Schema {
 }
 
 fn create_schema(connection: &Connection) -> Result<(), Schema> {
-    let transaction = connection
-        .unchecked_transaction()
-        .map_err(Schema::Sqlite)?;
+    let transaction = connection.unchecked_transaction().map_err(Schema::Sqlite)?;
     let version: i64 = transaction
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(Schema::Sqlite)?;
@@ -558,10 +568,7 @@ fn decode(
     if i64::try_from(record.seq).ok() != Some(seq) {
         return Err(StoreError::new(
             StoreErrorKind::Corrupt,
-            format!(
-                "saga {id}: record {seq} says it is record {}",
-                record.seq
-            ),
+            format!("saga {id}: record {seq} says it is record {}", record.seq),
         ));
     }
     Ok(record)
@@ -571,7 +578,12 @@ fn millis(millis: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis.max(0) as u64)
 }
 
-fn summarize(id: SagaId, records: &[Record], created: SystemTime, updated: SystemTime) -> SagaSummary {
+fn summarize(
+    id: SagaId,
+    records: &[Record],
+    created: SystemTime,
+    updated: SystemTime,
+) -> SagaSummary {
     let mut summary = SagaSummary {
         id,
         definition: String::new(),

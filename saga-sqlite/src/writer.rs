@@ -59,7 +59,9 @@ impl Flushed {
     pub(crate) fn lock(&self) -> MutexGuard<'_, FlushedState> {
         // A panic while holding the lock leaves the state consistent (each
         // update is one assignment), so a poisoned lock is used as it is.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -117,7 +119,11 @@ impl Drop for Completion {
 /// The writer's loop: block for a request, drain the queue, commit it all
 /// in one transaction, tell every flusher; stop at `Shutdown` (after
 /// committing what came before it) or when every sender is gone.
-pub(crate) fn run(mut connection: Connection, requests: Receiver<Request>, commits: Arc<AtomicU64>) {
+pub(crate) fn run(
+    mut connection: Connection,
+    requests: Receiver<Request>,
+    commits: Arc<AtomicU64>,
+) {
     let mut batches = Vec::new();
     loop {
         let mut stop = false;
@@ -166,14 +172,16 @@ fn storage(message: String) -> JournalError {
 fn commit(connection: &mut Connection, batches: &mut Vec<Batch>, commits: &AtomicU64) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
     let mut verdicts: Vec<Result<(), JournalError>> = Vec::with_capacity(batches.len());
     let outcome = (|| -> rusqlite::Result<bool> {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut wrote = false;
         {
-            let mut last = transaction
-                .prepare_cached("SELECT MAX(seq) FROM records WHERE saga_id = ?1")?;
+            let mut last =
+                transaction.prepare_cached("SELECT MAX(seq) FROM records WHERE saga_id = ?1")?;
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO records (saga_id, seq, body, checksum, finished, written_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -227,7 +227,9 @@ fn concurrent_flushes_share_commits() {
                 write(&mut journal, &[created("load")]).unwrap();
                 for step in 0..STEPS {
                     write(&mut journal, &[started(1 + 2 * step, step as u32)]).unwrap();
-                    journal.append(&succeeded(2 + 2 * step, step as u32)).unwrap();
+                    journal
+                        .append(&succeeded(2 + 2 * step, step as u32))
+                        .unwrap();
                 }
                 flush(&mut journal).unwrap();
                 id
@@ -410,7 +412,9 @@ fn a_foreign_schema_version_or_file_is_refused() {
     drop(Store::open(&path).unwrap());
     {
         let connection = rusqlite::Connection::open(&path).unwrap();
-        connection.execute_batch("PRAGMA user_version = 99;").unwrap();
+        connection
+            .execute_batch("PRAGMA user_version = 99;")
+            .unwrap();
     }
     let error = Store::open(&path).unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Schema);
@@ -437,10 +441,7 @@ fn an_undecodable_record_is_a_clear_error() {
     {
         let connection = rusqlite::Connection::open(&path).unwrap();
         connection
-            .execute(
-                "UPDATE records SET body = x'01ff' WHERE seq = 1",
-                [],
-            )
+            .execute("UPDATE records SET body = x'01ff' WHERE seq = 1", [])
             .unwrap();
     }
     for error in [
@@ -450,7 +451,10 @@ fn an_undecodable_record_is_a_clear_error() {
     ] {
         assert_eq!(error.kind(), StoreErrorKind::Corrupt);
         let shown = error.to_string();
-        assert!(shown.contains(&id.to_string()) && shown.contains("record 1"), "{shown}");
+        assert!(
+            shown.contains(&id.to_string()) && shown.contains("record 1"),
+            "{shown}"
+        );
     }
 }
 
@@ -464,4 +468,23 @@ fn the_store_and_journals_are_send() {
     let (_dir, store) = temp_store();
     let mut journal = store.journal(store.new_id()).unwrap();
     let _: &mut (dyn Journal + Send) = &mut journal;
+}
+
+#[test]
+fn a_saga_whose_records_do_not_replay_is_listed_and_not_abandoned() {
+    let (_dir, store) = temp_store();
+    let id = store.new_id();
+    // Numbered without a gap, but record 1 does not follow from record 0.
+    write(
+        &mut store.journal(id).unwrap(),
+        &[created("odd"), succeeded(1, 0)],
+    )
+    .unwrap();
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].definition, "odd");
+    assert!(list[0].state.is_err(), "{:?}", list[0].state);
+    let error = store.abandon(id, "x").unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Replay);
+    assert!(error.to_string().contains("record 1"), "{error}");
 }

@@ -104,7 +104,10 @@ fn build(dir: &Path) -> (PathBuf, PathBuf, Written) {
     fs::copy(&path, &db).unwrap();
     fs::copy(dir.join("sagas.db-wal"), &wal).unwrap();
     drop(store);
-    assert!(fs::metadata(&wal).unwrap().len() > 0, "the log holds records");
+    assert!(
+        fs::metadata(&wal).unwrap().len() > 0,
+        "the log holds records"
+    );
     (db, wal, written)
 }
 
@@ -160,7 +163,10 @@ fn check(db: &Path, written: &Written, what: &str) -> bool {
     }
     if let Ok(unfinished) = store.unfinished() {
         for id in unfinished {
-            assert!(written.contains_key(&id), "{what}: saga {id} was never written");
+            assert!(
+                written.contains_key(&id),
+                "{what}: saga {id} was never written"
+            );
         }
     }
     if let Ok(list) = store.list() {
@@ -201,7 +207,13 @@ fn a_torn_log_keeps_a_prefix_or_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let (db, wal, written) = build(dir.path());
     // The untouched copy holds everything.
-    let whole = truncated(dir.path(), &db, Some(&wal), &wal, fs::metadata(&wal).unwrap().len());
+    let whole = truncated(
+        dir.path(),
+        &db,
+        Some(&wal),
+        &wal,
+        fs::metadata(&wal).unwrap().len(),
+    );
     assert!(check(&whole, &written, "the whole copy"));
     let total: usize = written.values().map(Vec::len).sum();
     let store = Store::open(&whole).unwrap();
@@ -231,10 +243,18 @@ fn a_torn_main_file_keeps_a_prefix_or_fails_clearly() {
     for at in offsets(len, false) {
         // With the log beside it, and without.
         let copy = truncated(dir.path(), &db, Some(&wal), &db, at);
-        check(&copy, &written, &format!("main file cut at {at} of {len}, with its log"));
+        check(
+            &copy,
+            &written,
+            &format!("main file cut at {at} of {len}, with its log"),
+        );
         let alone = dir.path().join(format!("alone-{at}"));
         fs::create_dir(&alone).unwrap();
         let alone_db = truncated(&alone, &db, None, &db, at);
-        check(&alone_db, &written, &format!("main file cut at {at} of {len}, alone"));
+        check(
+            &alone_db,
+            &written,
+            &format!("main file cut at {at} of {len}, alone"),
+        );
     }
 }
