@@ -81,6 +81,7 @@
     reason = "a std crate: std paths read as what they are"
 )]
 
+mod durable;
 mod error;
 mod journal;
 mod writer;
@@ -100,6 +101,7 @@ use saga_core::journal::{
     Event, History, Journal, Outcome, Record, ReplayError, SagaId, SagaState, replay,
 };
 
+pub use durable::{Durable, NotRun, Recovered};
 pub use error::{StoreError, StoreErrorKind};
 pub use journal::SqliteJournal;
 
