@@ -413,6 +413,51 @@ impl Store {
     /// ([`StoreErrorKind::Journal`], for instance because a run appended a
     /// record in between).
     pub fn abandon(&self, id: SagaId, reason: &str) -> Result<(), StoreError> {
+        let history = self.history_of(id)?;
+        if let SagaState::Finished(outcome) = history.state() {
+            return Err(StoreError::new(
+                StoreErrorKind::Finished(outcome),
+                format!("saga {id} already finished ({outcome})"),
+            ));
+        }
+        let finished = Event::Finished {
+            outcome: Outcome::Abandoned,
+            message: reason.to_owned(),
+        };
+        self.append_for_operator(id, &history, finished, "that it was abandoned")
+    }
+
+    /// Reopens a saga that finished stuck (a compensation kept failing, or
+    /// its failure was propagated without compensating), after an operator
+    /// fixed what made it fail: appends [`Event::Reopened`], so that the
+    /// next recovery ([`Durable::recover`]) compensates again what it left
+    /// applied, attempting its failed compensations again.
+    ///
+    /// Fails for an unknown saga, one whose records do not replay, and one
+    /// that is not stuck ([`StoreErrorKind::Finished`] with its outcome, or
+    /// [`StoreErrorKind::Replay`] for a saga still running).
+    pub fn reopen(&self, id: SagaId) -> Result<(), StoreError> {
+        let history = self.history_of(id)?;
+        match history.state() {
+            SagaState::Finished(Outcome::Stuck) => {}
+            SagaState::Finished(outcome) => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Finished(outcome),
+                    format!("saga {id} finished {outcome}: only a stuck saga is reopened"),
+                ));
+            }
+            _ => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Replay,
+                    format!("saga {id} has not finished: only a stuck saga is reopened"),
+                ));
+            }
+        }
+        self.append_for_operator(id, &history, Event::Reopened, "that it was reopened")
+    }
+
+    /// Saga `id`'s history, for an operator's action.
+    fn history_of(&self, id: SagaId) -> Result<History, StoreError> {
         let records = self.records(id)?;
         if records.is_empty() {
             return Err(StoreError::new(
@@ -427,24 +472,26 @@ impl Store {
                 error,
             )
         })?;
-        if let SagaState::Finished(outcome) = history.state() {
-            return Err(StoreError::new(
-                StoreErrorKind::Finished(outcome),
-                format!("saga {id} already finished ({outcome})"),
-            ));
-        }
+        Ok(history)
+    }
+
+    /// Appends an operator's record to saga `id`, durably.
+    fn append_for_operator(
+        &self,
+        id: SagaId,
+        history: &History,
+        event: Event,
+        what: &str,
+    ) -> Result<(), StoreError> {
         let record = Record {
             seq: history.next_seq(),
-            event: Event::Finished {
-                outcome: Outcome::Abandoned,
-                message: reason.to_owned(),
-            },
+            event,
         };
         let mut journal = SqliteJournal::new(id, self.writer.clone(), history.next_seq());
         let journal_error = |error| {
             StoreError::with_source(
                 StoreErrorKind::Journal,
-                format!("saga {id}: cannot record that it was abandoned"),
+                format!("saga {id}: cannot record {what}"),
                 error,
             )
         };

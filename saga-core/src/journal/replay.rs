@@ -244,6 +244,12 @@ impl History {
                 self.finished = None;
                 let step = self.unwinding.map_or(0, |(step, _)| step);
                 self.unwinding = Some((step, Unwind::Failed));
+                // Its failed compensations are to be attempted again.
+                for history in &mut self.steps {
+                    if history.compensation == Progress::Failed {
+                        history.compensation = Progress::Retrying;
+                    }
+                }
             }
             Event::Finished { outcome, message } => {
                 if unwinding && *outcome == Outcome::Committed {
