@@ -74,6 +74,22 @@ fn registry(world: &Arc<World>) -> Registry<String> {
     registry
 }
 
+/// Polls `run` until saga `id` has `records` records in the store (its
+/// writer commits in its own thread), then drops it, as a crash would.
+fn die_after(
+    durable: &Durable<String>,
+    id: saga_core::journal::SagaId,
+    run: impl Future<Output = Result<(), saga_core::journal::DurableError<String>>>,
+    records: usize,
+) {
+    let mut run = Box::pin(run);
+    let mut cx = Context::from_waker(Waker::noop());
+    while durable.store().records(id).unwrap().len() < records {
+        assert!(Pin::new(&mut run).as_mut().poll(&mut cx).is_pending());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn a_saga_started_by_name_is_finished_by_the_next_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,15 +99,8 @@ fn a_saga_started_by_name_is_finished_by_the_next_process() {
     let id = {
         let durable = Durable::new(Store::open(&path).unwrap(), registry(&world));
         let (id, run) = durable.start("pay", &40_u64).unwrap();
-        let mut run = Box::pin(run);
-        let mut cx = Context::from_waker(Waker::noop());
-        // Poll until the second step hangs (the store's writer commits in
-        // its own thread): then the process "dies".
-        while durable.store().records(id).unwrap().len() < 4 {
-            assert!(Pin::new(&mut run).as_mut().poll(&mut cx).is_pending());
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        drop(run);
+        // Until the second step hangs: then the process "dies".
+        die_after(&durable, id, run, 4);
         id
     };
     world.hang.store(false, Ordering::SeqCst);
@@ -119,13 +128,7 @@ fn an_unknown_definition_is_quarantined_and_left_in_the_store() {
     world.hang.store(true, Ordering::SeqCst);
     let durable = Durable::new(Store::open(&path).unwrap(), registry(&world));
     let (id, run) = durable.start("pay", &1_u64).unwrap();
-    let mut run = Box::pin(run);
-    let mut cx = Context::from_waker(Waker::noop());
-    while durable.store().records(id).unwrap().len() < 2 {
-        assert!(Pin::new(&mut run).as_mut().poll(&mut cx).is_pending());
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    drop(run);
+    die_after(&durable, id, run, 2);
     drop(durable);
 
     let nobody = Durable::new(Store::open(&path).unwrap(), Registry::<String>::new());
