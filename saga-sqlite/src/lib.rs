@@ -9,7 +9,13 @@
 //! [`replay`] read from [`Store::records`]). It
 //! answers what an operator asks: which sagas are not finished
 //! ([`Store::unfinished`]), a summary of each ([`Store::list`]), and it can
-//! give a saga up ([`Store::abandon`]).
+//! give a saga up ([`Store::abandon`]) or have a stuck one compensated again
+//! ([`Store::reopen`]).
+//!
+//! [`Durable`] puts a store and a [`Registry`](saga_core::journal::Registry)
+//! of saga definitions together: [`Durable::start`] starts a saga by its
+//! definition's name and parameters, and [`Durable::recover`], at start-up,
+//! finishes every saga a crashed process left, forward or backward.
 //!
 //! # Durability
 //!
