@@ -71,8 +71,10 @@ impl Future for Wait {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let gate = &self.0;
-        gate.polls.fetch_add(1, Ordering::SeqCst);
+        // Logged before it is counted: the opener waits for the count, and
+        // its "open" must come after this "poll" in the log.
         push(&gate.log, format!("poll {}", gate.member));
+        gate.polls.fetch_add(1, Ordering::SeqCst);
         let mut waker = gate.waker.lock().unwrap();
         if gate.open.load(Ordering::SeqCst) {
             gate.passed.store(true, Ordering::SeqCst);
