@@ -265,15 +265,11 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                 .plan
                 .group_of(start)
                 .map_or(start + 1, |g| g.members.end);
-            let members = (start..end).map(|step| history.step(step).action);
-            if let Some(failed) = (start..end).find(|&s| history.step(s).action == Progress::Failed)
-            {
+            let action = |step: usize| history.step(step).action;
+            if let Some(failed) = (start..end).find(|&step| action(step) == Progress::Failed) {
                 return self.resume_backward(history, failed, Unwind::Failed);
             }
-            if members
-                .into_iter()
-                .any(|action| action != Progress::Succeeded)
-            {
+            if (start..end).any(|step| action(step) != Progress::Succeeded) {
                 break;
             }
             start = end;
