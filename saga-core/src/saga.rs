@@ -34,7 +34,7 @@ use crate::{CompensationMode, Run, Step, TimedOut};
 /// ```
 pub struct Saga<E, S: ?Sized + SagaKind<E> = dyn Step<E> + Send + 'static> {
     pub(crate) steps: Vec<Pin<Box<S>>>,
-    plan: Plan<E, S>,
+    pub(crate) plan: Plan<E, S>,
     scratch: Scratch<E>,
     clock: Option<SagaClock<E, S>>,
 }

@@ -186,10 +186,7 @@ impl<A, C, AF, CF, T, H> TypedStep<A, C, AF, CF, T, H> {
     where
         T: Codec,
     {
-        self.codec = Some(OutputCodec {
-            encode: T::encode,
-            decode: T::decode,
-        });
+        self.codec = Some(OutputCodec::of());
         self
     }
 
@@ -364,25 +361,46 @@ where
 
     fn restore(self: Pin<&mut Self>, restored: Restored<'_>) -> Result<(), DecodeError> {
         let mut this = self.project();
-        let output = match (restored, this.codec) {
-            (Restored::Attempted, _) => None,
-            (Restored::Succeeded(Some(bytes)), Some(codec)) => Some((codec.decode)(bytes)?),
-            (Restored::Succeeded(_), _) => {
-                return Err(DecodeError::new(
-                    "the journal holds no value for this step",
-                    0,
-                ));
-            }
-        };
+        let output = OutputCodec::restore(this.codec.as_ref(), restored)?;
         this.state.set(TypedState::Settled { output });
         Ok(())
     }
 }
 
-/// How a [`TypedStep::saved`] step writes its value and reads it back.
-struct OutputCodec<T> {
-    encode: fn(&T, &mut Vec<u8>),
+/// How a step that keeps a value ([`TypedStep::saved`], a saved flow step)
+/// writes it and reads it back.
+pub(crate) struct OutputCodec<T> {
+    pub(crate) encode: fn(&T, &mut Vec<u8>),
     decode: fn(&[u8]) -> Result<T, DecodeError>,
+}
+
+impl<T: Codec> OutputCodec<T> {
+    /// `T`'s codec.
+    pub(crate) fn of() -> Self {
+        OutputCodec {
+            encode: T::encode,
+            decode: T::decode,
+        }
+    }
+}
+
+impl<T> OutputCodec<T> {
+    /// The value a step keeps after a restart, by how its action ended
+    /// ([`Step::restore`]): the saved value of an action that succeeded,
+    /// none for one that may have partly happened.
+    pub(crate) fn restore(
+        codec: Option<&Self>,
+        restored: Restored<'_>,
+    ) -> Result<Option<T>, DecodeError> {
+        match (restored, codec) {
+            (Restored::Attempted, _) => Ok(None),
+            (Restored::Succeeded(Some(bytes)), Some(codec)) => (codec.decode)(bytes).map(Some),
+            (Restored::Succeeded(_), _) => Err(DecodeError::new(
+                "the journal holds no value for this step",
+                0,
+            )),
+        }
+    }
 }
 
 impl<A, C, AF, CF, T, H> fmt::Debug for TypedStep<A, C, AF, CF, T, H> {

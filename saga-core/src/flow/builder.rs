@@ -358,6 +358,33 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>> FlowBuilder<E, S, T, C> {
         self
     }
 
+    /// Saves the value of the step added last by [`then`](FlowBuilder::then)
+    /// or [`then_option`](FlowBuilder::then_option) in a durable run's
+    /// journal ([`Flow::run_journaled`]), so that after a crash
+    /// [`Flow::resume`] hands the later steps, and the step's compensation,
+    /// the value the original action returned. A durable flow needs it on
+    /// every step that returns a value (its [`output`](crate::Step::output)
+    /// is [`StepOutput::Unsaved`](crate::StepOutput::Unsaved) otherwise).
+    ///
+    /// ```
+    /// use saga_core::{SagaBuilder, StepOutput};
+    ///
+    /// let flow = SagaBuilder::new()
+    ///     .input::<u32>()
+    ///     .then(|n: &u32| { let n = *n; async move { Ok::<_, String>(n * 2) } }, |_| async { Ok(()) })
+    ///     .saved()
+    ///     .build();
+    /// assert_eq!(flow.unsaved_outputs().count(), 0);
+    /// ```
+    pub fn saved(mut self) -> Self
+    where
+        C: LastStep,
+        C::Value: crate::journal::Codec,
+    {
+        self.chain.save_last();
+        self
+    }
+
     /// Gives the step added last by [`then`](FlowBuilder::then) or
     /// [`then_option`](FlowBuilder::then_option) retry and timeout settings
     /// of its own (a plain step gets its policy from

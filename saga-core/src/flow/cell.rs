@@ -2,6 +2,7 @@
 //! it and whose compensation reads those and the step's own value.
 
 use alloc::borrow::Cow;
+use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::marker::PhantomData;
@@ -10,9 +11,11 @@ use core::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 
-use crate::Step;
 use crate::flow::{Chain, LastCell};
+use crate::journal::{Codec, DecodeError};
 use crate::marker::{ByOption, ByRef};
+use crate::typed_step::OutputCodec;
+use crate::{Restored, Step, StepOutput};
 
 pin_project! {
     /// One step of a flow: an action that reads the values before it and
@@ -31,6 +34,8 @@ pin_project! {
         compensation: C,
         name: Option<Cow<'static, str>>,
         value: Option<V>,
+        // Set by `saved`: how the value goes to a journal and back.
+        codec: Option<OutputCodec<V>>,
         handoff: PhantomData<fn() -> H>,
         #[pin]
         state: CellState<AF, CF>,
@@ -58,6 +63,7 @@ impl<A, C, AF, CF, V, H> FlowCell<A, C, AF, CF, V, H> {
             compensation,
             name: None,
             value: None,
+            codec: None,
             handoff: PhantomData,
             state: CellState::Idle,
         }
@@ -130,6 +136,12 @@ pub trait Cell<E, P: Chain<E>>: crate::typed_step::sealed::Sealed {
     fn retries_compensation(&self) -> bool;
     #[doc(hidden)]
     fn name(&self) -> Option<&str>;
+    #[doc(hidden)]
+    fn output(&self) -> StepOutput;
+    #[doc(hidden)]
+    fn save_output(&self, out: &mut Vec<u8>);
+    #[doc(hidden)]
+    fn restore(self: Pin<&mut Self>, restored: Restored<'_>) -> Result<(), DecodeError>;
     #[doc(hidden)]
     fn value(&self) -> Option<&Self::Value>;
     /// Drops what is in flight and hands over the value: the run ended.
@@ -234,6 +246,26 @@ where
         self.name.as_deref()
     }
 
+    fn output(&self) -> StepOutput {
+        match self.codec {
+            Some(_) => StepOutput::Saved,
+            None => StepOutput::Unsaved,
+        }
+    }
+
+    fn save_output(&self, out: &mut Vec<u8>) {
+        if let (Some(codec), Some(value)) = (&self.codec, &self.value) {
+            (codec.encode)(value, out);
+        }
+    }
+
+    fn restore(self: Pin<&mut Self>, restored: Restored<'_>) -> Result<(), DecodeError> {
+        let mut this = self.project();
+        *this.value = OutputCodec::restore(this.codec.as_ref(), restored)?;
+        this.state.set(CellState::Settled);
+        Ok(())
+    }
+
     #[inline]
     fn value(&self) -> Option<&V> {
         self.value.as_ref()
@@ -248,8 +280,17 @@ where
 }
 
 impl<A, C, AF, CF, V, H> LastCell for FlowCell<A, C, AF, CF, V, H> {
+    type Value = V;
+
     fn name_cell(&mut self, name: Cow<'static, str>) {
         self.name = Some(name);
+    }
+
+    fn save_cell(&mut self)
+    where
+        V: Codec,
+    {
+        self.codec = Some(OutputCodec::of());
     }
 }
 
@@ -265,6 +306,7 @@ impl<A, C, AF, CF, V, H> fmt::Debug for FlowCell<A, C, AF, CF, V, H> {
         f.debug_struct("FlowCell")
             .field("name", &self.name)
             .field("has_value", &self.value.is_some())
+            .field("saved", &self.codec.is_some())
             .field("state", &state)
             .finish_non_exhaustive()
     }
@@ -318,6 +360,15 @@ impl<E, P: Chain<E>, X: Step<E>> Cell<E, P> for Bare<X> {
     #[inline]
     fn name(&self) -> Option<&str> {
         self.step.name()
+    }
+    fn output(&self) -> StepOutput {
+        self.step.output()
+    }
+    fn save_output(&self, out: &mut Vec<u8>) {
+        self.step.save_output(out);
+    }
+    fn restore(self: Pin<&mut Self>, restored: Restored<'_>) -> Result<(), DecodeError> {
+        self.project().step.restore(restored)
     }
     #[inline]
     fn value(&self) -> Option<&()> {

@@ -11,10 +11,11 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::Step;
 use crate::flow::{Bare, Cell, Members};
+use crate::journal::{Codec, DecodeError};
 use crate::marker::StepTable;
 use crate::run::TableSealed as Sealed;
+use crate::{Restored, Step, StepOutput};
 
 /// A flow's steps so far and the values they produce: the `C` parameter of
 /// a [`FlowBuilder`](crate::FlowBuilder). Sealed.
@@ -98,8 +99,15 @@ where
 /// The last step of a chain, which [`named`](crate::FlowBuilder::named)
 /// names. Sealed.
 pub trait LastStep {
+    /// The step's value.
+    #[doc(hidden)]
+    type Value;
     #[doc(hidden)]
     fn name_last(&mut self, name: Cow<'static, str>);
+    #[doc(hidden)]
+    fn save_last(&mut self)
+    where
+        Self::Value: Codec;
 }
 
 /// The message of a broken invariant: the engine starts a step only once
@@ -176,6 +184,20 @@ impl<E, I, S: ?Sized + Step<E>> StepTable<E> for Start<I, S> {
     #[inline]
     fn step_name(&self, index: usize) -> Option<&str> {
         self.steps[..].step_name(self.absolute(index))
+    }
+    fn output(&self, index: usize) -> StepOutput {
+        self.steps[..].output(self.absolute(index))
+    }
+    fn save_output(&self, index: usize, out: &mut Vec<u8>) {
+        self.steps[..].save_output(self.absolute(index), out);
+    }
+    fn restore(
+        self: Pin<&mut Self>,
+        index: usize,
+        restored: Restored<'_>,
+    ) -> Result<(), DecodeError> {
+        let index = self.absolute(index);
+        Pin::new(&mut self.project().steps[..]).restore(index, restored)
     }
 }
 
@@ -259,16 +281,32 @@ impl<P, X, K> Node<P, X, K> {
 impl<P, X, K> Sealed for Node<P, X, K> {}
 
 impl<P, X: LastCell> LastStep for Then<P, X> {
+    type Value = X::Value;
+
     fn name_last(&mut self, name: Cow<'static, str>) {
         self.cell.name_cell(name);
     }
+
+    fn save_last(&mut self)
+    where
+        X::Value: Codec,
+    {
+        self.cell.save_cell();
+    }
 }
 
-/// A cell that can be named (every flow step); keeps [`LastStep`] free of
-/// the error type. Sealed.
+/// A cell that can be named and saved (every flow step); keeps
+/// [`LastStep`] free of the error type. Sealed.
 pub trait LastCell {
+    /// The step's value.
+    #[doc(hidden)]
+    type Value;
     #[doc(hidden)]
     fn name_cell(&mut self, name: Cow<'static, str>);
+    #[doc(hidden)]
+    fn save_cell(&mut self)
+    where
+        Self::Value: Codec;
 }
 
 impl<E, P: Chain<E>, X: Cell<E, P>, K> StepTable<E> for Node<P, X, K> {
@@ -343,6 +381,32 @@ impl<E, P: Chain<E>, X: Cell<E, P>, K> StepTable<E> for Node<P, X, K> {
             self.cell.name()
         } else {
             self.prev.step_name(index)
+        }
+    }
+    fn output(&self, index: usize) -> StepOutput {
+        if index == P::LEN {
+            self.cell.output()
+        } else {
+            self.prev.output(index)
+        }
+    }
+    fn save_output(&self, index: usize, out: &mut Vec<u8>) {
+        if index == P::LEN {
+            self.cell.save_output(out);
+        } else {
+            self.prev.save_output(index, out);
+        }
+    }
+    fn restore(
+        self: Pin<&mut Self>,
+        index: usize,
+        restored: Restored<'_>,
+    ) -> Result<(), DecodeError> {
+        let this = self.project();
+        if index == P::LEN {
+            this.cell.restore(restored)
+        } else {
+            this.prev.restore(index, restored)
         }
     }
 }
@@ -520,6 +584,29 @@ impl<E, P: Chain<E>, M: Members<E, P>> StepTable<E> for Group<P, M> {
         match member_index::<E, P, M>(index) {
             Some(member) => self.members.name(member),
             None => self.prev.step_name(index),
+        }
+    }
+    fn output(&self, index: usize) -> StepOutput {
+        match member_index::<E, P, M>(index) {
+            Some(member) => self.members.output(member),
+            None => self.prev.output(index),
+        }
+    }
+    fn save_output(&self, index: usize, out: &mut Vec<u8>) {
+        match member_index::<E, P, M>(index) {
+            Some(member) => self.members.save_output(member, out),
+            None => self.prev.save_output(index, out),
+        }
+    }
+    fn restore(
+        self: Pin<&mut Self>,
+        index: usize,
+        restored: Restored<'_>,
+    ) -> Result<(), DecodeError> {
+        let this = self.project();
+        match member_index::<E, P, M>(index) {
+            Some(member) => this.members.restore(member, restored),
+            None => this.prev.restore(index, restored),
         }
     }
 }

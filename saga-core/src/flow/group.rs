@@ -94,6 +94,17 @@ impl<E, S: ?Sized + SagaKind<E>, T, C: Chain<E>, M> FlowGroupBuilder<E, S, T, C,
         self
     }
 
+    /// Saves the value of the member added last in a durable run's journal,
+    /// as [`FlowBuilder::saved`](crate::FlowBuilder::saved).
+    pub fn saved(mut self) -> Self
+    where
+        M: LastMember,
+        M::Value: crate::journal::Codec,
+    {
+        self.members.save_last();
+        self
+    }
+
     /// Gives the member added last a [`StepPolicy`] of its own, as
     /// [`FlowBuilder::policy`](crate::FlowBuilder::policy).
     pub fn policy<P>(mut self, policy: StepPolicy<P>) -> Self

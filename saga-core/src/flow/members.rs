@@ -6,8 +6,12 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::flow::{Cell, Chain, LastCell};
 use alloc::borrow::Cow;
+use alloc::vec::Vec;
+
+use crate::flow::{Cell, Chain, LastCell};
+use crate::journal::{Codec, DecodeError};
+use crate::{Restored, StepOutput};
 
 /// The members of a flow's parallel group, which all read the values of the
 /// chain `P` before the group. Sealed.
@@ -46,6 +50,16 @@ pub trait Members<E, P: Chain<E>>: crate::run::TableSealed {
     fn compensates_failed_action(&self, member: usize) -> bool;
     #[doc(hidden)]
     fn name(&self, member: usize) -> Option<&str>;
+    #[doc(hidden)]
+    fn output(&self, member: usize) -> StepOutput;
+    #[doc(hidden)]
+    fn save_output(&self, member: usize, out: &mut Vec<u8>);
+    #[doc(hidden)]
+    fn restore(
+        self: Pin<&mut Self>,
+        member: usize,
+        restored: Restored<'_>,
+    ) -> Result<(), DecodeError>;
     #[doc(hidden)]
     fn refs(&self) -> Self::Refs<'_>;
     #[doc(hidden)]
@@ -117,19 +131,44 @@ impl<M, X, Y> Push<Y> for Many<M, X> {
 
 /// The last member of a group, which `named` names. Sealed.
 pub trait LastMember {
+    /// The member's value.
+    #[doc(hidden)]
+    type Value;
     #[doc(hidden)]
     fn name_last(&mut self, name: Cow<'static, str>);
+    #[doc(hidden)]
+    fn save_last(&mut self)
+    where
+        Self::Value: Codec;
 }
 
 impl<X: LastCell> LastMember for One<X> {
+    type Value = X::Value;
+
     fn name_last(&mut self, name: Cow<'static, str>) {
         self.cell.name_cell(name);
+    }
+
+    fn save_last(&mut self)
+    where
+        X::Value: Codec,
+    {
+        self.cell.save_cell();
     }
 }
 
 impl<M, X: LastCell> LastMember for Many<M, X> {
+    type Value = X::Value;
+
     fn name_last(&mut self, name: Cow<'static, str>) {
         self.cell.name_cell(name);
+    }
+
+    fn save_last(&mut self)
+    where
+        X::Value: Codec,
+    {
+        self.cell.save_cell();
     }
 }
 
@@ -175,6 +214,19 @@ impl<E, P: Chain<E>, X: Cell<E, P>> Members<E, P> for One<X> {
     #[inline]
     fn name(&self, _member: usize) -> Option<&str> {
         self.cell.name()
+    }
+    fn output(&self, _member: usize) -> StepOutput {
+        self.cell.output()
+    }
+    fn save_output(&self, _member: usize, out: &mut Vec<u8>) {
+        self.cell.save_output(out);
+    }
+    fn restore(
+        self: Pin<&mut Self>,
+        _member: usize,
+        restored: Restored<'_>,
+    ) -> Result<(), DecodeError> {
+        self.project().cell.restore(restored)
     }
     #[inline(always)]
     fn refs(&self) -> Self::Refs<'_> {
@@ -259,6 +311,32 @@ impl<E, P: Chain<E>, M: Members<E, P>, X: Cell<E, P>> Members<E, P> for Many<M, 
             self.cell.name()
         } else {
             self.rest.name(member)
+        }
+    }
+    fn output(&self, member: usize) -> StepOutput {
+        if member == M::LEN {
+            self.cell.output()
+        } else {
+            self.rest.output(member)
+        }
+    }
+    fn save_output(&self, member: usize, out: &mut Vec<u8>) {
+        if member == M::LEN {
+            self.cell.save_output(out);
+        } else {
+            self.rest.save_output(member, out);
+        }
+    }
+    fn restore(
+        self: Pin<&mut Self>,
+        member: usize,
+        restored: Restored<'_>,
+    ) -> Result<(), DecodeError> {
+        let this = self.project();
+        if member == M::LEN {
+            this.cell.restore(restored)
+        } else {
+            this.rest.restore(member, restored)
         }
     }
     #[inline(always)]

@@ -7,6 +7,7 @@ mod cell;
 pub(crate) mod chain;
 mod error;
 mod group;
+mod journaled;
 mod members;
 mod pick;
 mod saga;
@@ -19,6 +20,7 @@ pub use chain::{
 };
 pub use error::FlowError;
 pub use group::FlowGroupBuilder;
+pub use journaled::JournaledFlowRun;
 pub use members::{LastMember, Many, Members, NoMembers, One, Push};
 pub use pick::{Here, Pick, There};
 pub use saga::{Flow, FlowRun, LocalFlow};

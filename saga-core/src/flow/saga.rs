@@ -63,10 +63,10 @@ use crate::{AbortHandle, Aborted, CompensationMode, Run, Step};
 /// assert_eq!(receipt.unwrap(), "2 for 500 cents");
 /// ```
 pub struct Flow<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P> = dyn Step<E> + Send + 'static> {
-    table: Pin<Box<S::Table>>,
-    plan: Plan<E, S>,
-    scratch: Scratch<E>,
-    clock: Option<SagaClock<E, S>>,
+    pub(super) table: Pin<Box<S::Table>>,
+    pub(super) plan: Plan<E, S>,
+    pub(super) scratch: Scratch<E>,
+    pub(super) clock: Option<SagaClock<E, S>>,
 }
 
 /// A [`Flow`] whose steps, values, observer, classifier and sleeper need not
@@ -102,18 +102,28 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
     /// run without compensating; the run's input and values are dropped
     /// with it.
     pub fn run(&mut self, input: I) -> FlowRun<'_, E, I, O, P, S> {
-        self.table.as_mut().start(input);
-        let timers = self
-            .clock
-            .as_mut()
-            .map(|clock| (&mut *clock.timers, clock.timed_out));
-        let run = Run::new(self.table.as_mut(), &self.plan, &mut self.scratch, timers);
+        let run = self.start(input);
         FlowRun {
             run,
             done: false,
             #[cfg(feature = "std")]
             panics: None,
         }
+    }
+
+    /// A run of the engine with `input`.
+    pub(super) fn start(&mut self, input: I) -> Run<'_, E, S, S::Table> {
+        self.table.as_mut().start(input);
+        self.engine()
+    }
+
+    /// A run of the engine, the input already set.
+    pub(super) fn engine(&mut self) -> Run<'_, E, S, S::Table> {
+        let timers = self
+            .clock
+            .as_mut()
+            .map(|clock| (&mut *clock.timers, clock.timed_out));
+        Run::new(self.table.as_mut(), &self.plan, &mut self.scratch, timers)
     }
 
     /// The number of steps (each member of a group is one).

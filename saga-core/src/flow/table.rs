@@ -91,6 +91,20 @@ impl<E, C: Chain<E>, M> StepTable<E> for Mapped<C, M> {
     fn step_name(&self, index: usize) -> Option<&str> {
         self.chain.step_name(relative(&self.chain, index))
     }
+    fn output(&self, index: usize) -> crate::StepOutput {
+        self.chain.output(relative(&self.chain, index))
+    }
+    fn save_output(&self, index: usize, out: &mut alloc::vec::Vec<u8>) {
+        self.chain.save_output(relative(&self.chain, index), out);
+    }
+    fn restore(
+        self: Pin<&mut Self>,
+        index: usize,
+        restored: crate::Restored<'_>,
+    ) -> Result<(), crate::journal::DecodeError> {
+        let index = relative(&self.chain, index);
+        self.project().chain.restore(index, restored)
+    }
 }
 
 impl<E, C, M, O> FlowTable<E, C::Input, O, C::Partial> for Mapped<C, M>

@@ -9,7 +9,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use super::{DecodeError, Event, History, JournalError, Outcome, SagaState};
-use crate::marker::SagaKind;
+use crate::marker::{SagaKind, StepTable};
 use crate::run::Link;
 use crate::{AbortHandle, Aborted, Crashed, Restored, Run, Saga, SagaError, Step, StepOutput};
 
@@ -120,6 +120,9 @@ pub enum Refused {
         /// Why.
         error: DecodeError,
     },
+    /// The journal's parameters (a [`Flow`](crate::Flow)'s input) could
+    /// not be decoded.
+    Parameters(DecodeError),
 }
 
 impl fmt::Display for Refused {
@@ -140,6 +143,9 @@ impl fmt::Display for Refused {
             ),
             Refused::Restore { step, error } => {
                 write!(f, "step {step} could not be restored: {error}")
+            }
+            Refused::Parameters(error) => {
+                write!(f, "the journal's parameters could not be decoded: {error}")
             }
         }
     }
@@ -199,12 +205,64 @@ impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for JournaledRun<'_, E, S> {
     }
 }
 
-fn describe<E: fmt::Display>(error: &E) -> String {
+pub(crate) fn describe<E: fmt::Display>(error: &E) -> String {
     error.to_string()
 }
 
-fn report<E: fmt::Display>(error: &SagaError<E>) -> String {
+pub(crate) fn report<E: fmt::Display>(error: &SagaError<E>) -> String {
     error.to_string()
+}
+
+/// The first step that keeps a value it cannot save: a durable run refuses
+/// it.
+pub(crate) fn check_saved<E, B: ?Sized + StepTable<E>>(steps: &B) -> Result<(), Refused> {
+    match (0..steps.step_count()).find(|&step| steps.output(step) == StepOutput::Unsaved) {
+        Some(step) => Err(Refused::Unsaved { step }),
+        None => Ok(()),
+    }
+}
+
+/// Whether `steps` (with `groups`) can resume from `history`: the saga is
+/// not finished, its shape is the journal's, every step can save its
+/// value, and every step the journal says succeeded restores (the run
+/// restores them again, infallibly, as it starts), so that a value that
+/// cannot be decoded refuses the resume before anything runs.
+pub(crate) fn check_resumable<E, B: ?Sized + StepTable<E>>(
+    mut steps: Pin<&mut B>,
+    groups: &[crate::group::GroupSpec],
+    history: &History,
+) -> Result<(), Refused> {
+    if let SagaState::Finished(outcome) = history.state() {
+        return Err(Refused::Finished(outcome));
+    }
+    let fingerprint = super::fingerprint(&*steps, groups);
+    if fingerprint != history.fingerprint {
+        return Err(Refused::FingerprintChanged {
+            journal: history.fingerprint,
+            saga: fingerprint,
+        });
+    }
+    if history.steps_mentioned() > steps.step_count() {
+        return Err(Refused::TooFewSteps {
+            mentioned: history.steps_mentioned(),
+            steps: steps.step_count(),
+        });
+    }
+    check_saved(&*steps)?;
+    for step in 0..history.steps_mentioned() {
+        let before = history.step(step);
+        if before.action != super::Progress::Succeeded {
+            continue;
+        }
+        if steps.output(step) != StepOutput::Saved && before.output.is_none() {
+            continue;
+        }
+        let restored = Restored::Succeeded(before.output.as_deref());
+        if let Err(error) = steps.as_mut().restore(step, restored) {
+            return Err(Refused::Restore { step, error });
+        }
+    }
+    Ok(())
 }
 
 impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
@@ -251,9 +309,7 @@ impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
     where
         E: fmt::Display + From<Crashed>,
     {
-        if let Some(step) = self.unsaved_outputs().next() {
-            return Err(Refused::Unsaved { step });
-        }
+        check_saved(&self.steps[..])?;
         let created = Event::Created {
             definition: start.definition,
             version: start.version,
@@ -350,50 +406,11 @@ impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
     where
         E: fmt::Display + From<Crashed>,
     {
-        if let SagaState::Finished(outcome) = history.state() {
-            return Err(Refused::Finished(outcome));
-        }
-        let fingerprint = self.fingerprint();
-        if fingerprint != history.fingerprint {
-            return Err(Refused::FingerprintChanged {
-                journal: history.fingerprint,
-                saga: fingerprint,
-            });
-        }
-        if history.steps_mentioned() > self.len() {
-            return Err(Refused::TooFewSteps {
-                mentioned: history.steps_mentioned(),
-                steps: self.len(),
-            });
-        }
-        if let Some(step) = self.unsaved_outputs().next() {
-            return Err(Refused::Unsaved { step });
-        }
-        self.check_restore(history)?;
+        check_resumable(Pin::new(&mut self.steps[..]), &self.plan.groups, history)?;
         let link = Link::new(journal, Err(history), describe, report, E::from);
         Ok(JournaledRun {
             run: self.run().journaled(link),
             done: false,
         })
-    }
-
-    /// Restores every step the journal says succeeded (the run restores
-    /// them again, infallibly, as it starts), so that a value that cannot
-    /// be decoded refuses the resume before anything runs.
-    fn check_restore(&mut self, history: &History) -> Result<(), Refused> {
-        for step in 0..history.steps_mentioned() {
-            let before = history.step(step);
-            if before.action != super::Progress::Succeeded {
-                continue;
-            }
-            if self.steps[step].output() != StepOutput::Saved && before.output.is_none() {
-                continue;
-            }
-            let restored = Restored::Succeeded(before.output.as_deref());
-            if let Err(error) = self.steps[step].as_mut().restore(restored) {
-                return Err(Refused::Restore { step, error });
-            }
-        }
-        Ok(())
     }
 }

@@ -25,12 +25,14 @@
 //!   [`Saga::resume`](crate::Saga::resume): a run that writes a record of
 //!   each transition (rule 13 of the [crate docs](crate#the-rules)), and a
 //!   run that finishes a saga from its [`History`] (rule 14), as a
-//!   [`JournaledRun`] whose error is a [`DurableError`].
+//!   [`JournaledRun`] whose error is a [`DurableError`];
+//! - [`Flow::run_journaled`](crate::Flow::run_journaled) and
+//!   [`Flow::resume`](crate::Flow::resume): the same for a flow, whose
+//!   input is the saga's parameters and whose
+//!   [saved](crate::FlowBuilder::saved) values are restored on resume, as
+//!   a [`JournaledFlowRun`].
 //!
 //! [`MemoryJournal`] keeps records in memory and can lose power, for tests.
-//!
-//! [`Flow`](crate::Flow)s are not journaled yet: a flow's values are not
-//! saved, so only a [`Saga`](crate::Saga) runs with a journal.
 
 mod codec;
 mod fingerprint;
@@ -44,8 +46,10 @@ use alloc::string::String;
 use core::fmt;
 use core::task::{Context, Poll};
 
+pub use crate::flow::JournaledFlowRun;
 pub use codec::{Codec, DecodeError, Reader};
 pub use journaled_run::{DurableError, JournaledRun, Refused, Start};
+pub(crate) use journaled_run::{check_resumable, check_saved, describe, report};
 pub use memory::MemoryJournal;
 pub use record::{Event, Outcome, Record, Unwind};
 pub use registry::{Definition, Quarantined, Registry, SagaContext, SagaId};

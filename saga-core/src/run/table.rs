@@ -44,31 +44,19 @@ pub trait StepTable<E>: sealed::Sealed {
     /// [`Step::name`] of step `index`.
     #[doc(hidden)]
     fn step_name(&self, index: usize) -> Option<&str>;
-    // Flows are not journaled yet: their tables keep these defaults.
     /// [`Step::output`] of step `index`.
     #[doc(hidden)]
-    fn output(&self, index: usize) -> crate::StepOutput {
-        let _ = index;
-        crate::StepOutput::Unsaved
-    }
+    fn output(&self, index: usize) -> crate::StepOutput;
     /// [`Step::save_output`] of step `index`.
     #[doc(hidden)]
-    fn save_output(&self, index: usize, out: &mut alloc::vec::Vec<u8>) {
-        let _ = (index, out);
-    }
+    fn save_output(&self, index: usize, out: &mut alloc::vec::Vec<u8>);
     /// [`Step::restore`] of step `index`.
     #[doc(hidden)]
     fn restore(
         self: Pin<&mut Self>,
         index: usize,
         restored: crate::Restored<'_>,
-    ) -> Result<(), crate::journal::DecodeError> {
-        let _ = (index, restored);
-        Err(crate::journal::DecodeError::new(
-            "flows cannot be restored yet",
-            0,
-        ))
-    }
+    ) -> Result<(), crate::journal::DecodeError>;
 }
 
 pub(crate) mod sealed {
