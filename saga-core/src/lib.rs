@@ -90,9 +90,10 @@
 //!     compensation with no outcome is run again. So actions and
 //!     compensations run *at least once*: make them idempotent, with the
 //!     saga id and the step index as the key
-//!     ([`SagaContext::key`](journal::SagaContext::key)). Saved typed
-//!     values ([`TypedStep::saved`]) are in the journal, so a resumed
-//!     compensation receives the value the original action returned.
+//!     ([`SagaContext::key`](journal::SagaContext::key)). Saved values
+//!     ([`TypedStep::saved`], [`FlowBuilder::saved`]) are in the journal,
+//!     so a resumed compensation, and a later flow step, receive the value
+//!     the original action returned.
 //! 15. **Definitions are versioned.** A journal names its saga definition
 //!     (name, version) and the fingerprint of its shape
 //!     ([`Saga::fingerprint`]); an unknown definition or a changed shape is
@@ -151,6 +152,12 @@
 //! was never polled, so nothing ran unrecorded. An attempt that ran and
 //! whose outcome was not yet durable is run again (or compensated), which
 //! is why actions and compensations must be idempotent.
+//!
+//! A [`Flow`] is journaled the same way ([`Flow::run_journaled`],
+//! [`Flow::resume`]): its input is the saga's parameters, and each step's
+//! value is recorded with its success ([`FlowBuilder::saved`]), so that a
+//! resumed flow's later steps read the values the crashed run's actions
+//! returned, without running those actions again.
 //!
 //! ```
 //! use saga_core::journal::{replay, MemoryJournal, Outcome, SagaState, Start};
