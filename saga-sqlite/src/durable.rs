@@ -5,13 +5,12 @@ use std::fmt;
 use std::future::Future;
 
 use futures_util::future::join_all;
+use saga_core::Crashed;
 use saga_core::journal::{
-    Codec, DurableError, JournalError, JournalErrorKind, Quarantined, Refused, Registry,
-    SagaContext, SagaId, Start, replay,
+    Codec, DurableError, Quarantined, Refused, Registry, SagaContext, SagaId, Start, replay,
 };
-use saga_core::{Crashed, Saga};
 
-use crate::{SqliteJournal, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// A [`Store`] and the [`Registry`] of the sagas it runs: start a saga by
 /// its definition's name and parameters ([`start`](Durable::start)), and at
@@ -95,6 +94,17 @@ impl fmt::Display for NotRun {
 
 impl std::error::Error for NotRun {}
 
+impl From<Quarantined> for NotRun {
+    /// A refusal stays one; any other quarantine is
+    /// [`NotRun::Quarantined`].
+    fn from(why: Quarantined) -> Self {
+        match why {
+            Quarantined::Refused(refused) => NotRun::Refused(refused),
+            other => NotRun::Quarantined(other),
+        }
+    }
+}
+
 impl From<StoreError> for NotRun {
     fn from(error: StoreError) -> Self {
         NotRun::Store(error)
@@ -154,15 +164,12 @@ where
         let id = self.store.new_id();
         let encoded = self.registry.encode_parameters(parameters);
         let context = SagaContext::new(id);
-        let saga = (self.registry)
-            .build(definition, version, &encoded, &context)
-            .map_err(NotRun::Quarantined)?;
-        if let Some(step) = saga.unsaved_outputs().next() {
-            return Err(NotRun::Refused(Refused::Unsaved { step }));
-        }
-        let journal = self.store.journal(id)?;
+        let journal = Box::new(self.store.journal(id)?);
         let start = Start::new(definition, version, encoded);
-        Ok((id, run_new(saga, journal, start)))
+        let run = (self.registry)
+            .start(journal, start, &context)
+            .map_err(NotRun::from)?;
+        Ok((id, run))
     }
 
     /// Resumes every saga the store holds unfinished, all at once, and
@@ -193,35 +200,10 @@ where
         let history =
             replay(&records).map_err(|error| NotRun::Quarantined(Quarantined::Corrupt(error)))?;
         let context = SagaContext::new(id);
-        let saga = self
-            .registry
-            .rebuild(&history, &context)
-            .map_err(NotRun::Quarantined)?;
-        let journal = self.store.journal(id)?;
-        Ok(async move {
-            let (mut saga, mut journal) = (saga, journal);
-            match saga.resume(&mut journal, &history) {
-                Ok(run) => Recovered::Ran(run.await),
-                Err(refused) => Recovered::NotRun(NotRun::Refused(refused)),
-            }
-        })
-    }
-}
-
-async fn run_new<E>(
-    mut saga: Saga<E>,
-    mut journal: SqliteJournal,
-    start: Start,
-) -> Result<(), DurableError<E>>
-where
-    E: fmt::Display + From<Crashed> + Send + 'static,
-{
-    match saga.run_journaled(&mut journal, start) {
-        Ok(run) => run.await,
-        // `start` checked what `run_journaled` refuses.
-        Err(refused) => Err(DurableError::Journal(JournalError::new(
-            JournalErrorKind::Storage,
-            refused.to_string(),
-        ))),
+        let journal = Box::new(self.store.journal(id)?);
+        let run = (self.registry)
+            .resume(journal, history, &context)
+            .map_err(NotRun::from)?;
+        Ok(async move { Recovered::Ran(run.await) })
     }
 }

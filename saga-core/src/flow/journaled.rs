@@ -8,7 +8,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use crate::flow::{Flow, FlowKind, FlowTable};
-use crate::journal::{Codec, DurableError, Event, History, Refused};
+use crate::journal::{Codec, DurableError, History, Refused, Start};
 use crate::journal::{check_resumable, check_saved, describe, report};
 use crate::marker::StepTable;
 use crate::run::Link;
@@ -63,20 +63,11 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
         E: fmt::Display + From<Crashed>,
         I: Codec,
     {
-        check_saved(&*self.table)?;
         let mut parameters = alloc::vec::Vec::new();
         input.encode(&mut parameters);
-        let created = Event::Created {
-            definition: definition.into(),
-            version,
-            fingerprint: self.fingerprint(),
-            parameters,
-        };
-        let link = Link::new(journal, Ok(created), describe, report, E::from);
-        Ok(JournaledFlowRun {
-            run: self.start(input).journaled(link),
-            done: false,
-        })
+        self.prepare_new(input)?;
+        let start = Start::new(definition, version, parameters);
+        Ok(self.journaled(journal, Ok(start)))
     }
 
     /// Finishes a flow from its journal (`history` is what
@@ -143,17 +134,52 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
         E: fmt::Display + From<Crashed>,
         I: Codec,
     {
+        self.prepare_resume(history)?;
+        Ok(self.journaled(journal, Err(history)))
+    }
+
+    /// What [`run_journaled`](Flow::run_journaled) checks; then sets the
+    /// input.
+    pub(crate) fn prepare_new(&mut self, input: I) -> Result<(), Refused> {
+        check_saved(&*self.table)?;
+        self.table.as_mut().start(input);
+        Ok(())
+    }
+
+    /// What [`resume`](Flow::resume) checks, with the input decoded from
+    /// the journal's parameters set (restored steps may read it), and the
+    /// saved values restored.
+    pub(crate) fn prepare_resume(&mut self, history: &History) -> Result<(), Refused>
+    where
+        I: Codec,
+    {
         let input = I::decode(&history.parameters).map_err(Refused::Parameters)?;
         self.table.as_mut().start(input);
-        if let Err(refused) = check_resumable(self.table.as_mut(), &self.plan.groups, history) {
+        let checked = check_resumable(self.table.as_mut(), &self.plan.groups, history);
+        if checked.is_err() {
             drop(self.table.as_mut().values());
-            return Err(refused);
         }
-        let link = Link::new(journal, Err(history), describe, report, E::from);
-        Ok(JournaledFlowRun {
+        checked
+    }
+
+    /// The journaled run of the input already set, new (`Ok`) or resumed
+    /// (`Err`), once the checks of [`run_journaled`](Flow::run_journaled)
+    /// or [`resume`](Flow::resume) passed.
+    pub(crate) fn journaled<'a>(
+        &'a mut self,
+        journal: &'a mut S::Journal,
+        begin: Result<Start, &'a History>,
+    ) -> JournaledFlowRun<'a, E, I, O, P, S>
+    where
+        E: fmt::Display + From<Crashed>,
+    {
+        let fingerprint = self.fingerprint();
+        let begin = begin.map(|start| start.into_created(fingerprint));
+        let link = Link::new(journal, begin, describe, report, E::from);
+        JournaledFlowRun {
             run: self.engine().journaled(link),
             done: false,
-        })
+        }
     }
 
     /// The fingerprint of the flow's shape, as

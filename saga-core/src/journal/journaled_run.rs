@@ -36,6 +36,16 @@ impl Start {
             parameters,
         }
     }
+
+    /// The first record's event, for a saga of this `fingerprint`.
+    pub(crate) fn into_created(self, fingerprint: u64) -> Event {
+        Event::Created {
+            definition: self.definition,
+            version: self.version,
+            fingerprint,
+            parameters: self.parameters,
+        }
+    }
 }
 
 /// How a journaled run ended badly.
@@ -310,17 +320,7 @@ impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
         E: fmt::Display + From<Crashed>,
     {
         check_saved(&self.steps[..])?;
-        let created = Event::Created {
-            definition: start.definition,
-            version: start.version,
-            fingerprint: self.fingerprint(),
-            parameters: start.parameters,
-        };
-        let link = Link::new(journal, Ok(created), describe, report, E::from);
-        Ok(JournaledRun {
-            run: self.run().journaled(link),
-            done: false,
-        })
+        Ok(self.journaled(journal, Ok(start)))
     }
 
     /// Finishes a saga from its journal (`history` is what
@@ -407,10 +407,26 @@ impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
         E: fmt::Display + From<Crashed>,
     {
         check_resumable(Pin::new(&mut self.steps[..]), &self.plan.groups, history)?;
-        let link = Link::new(journal, Err(history), describe, report, E::from);
-        Ok(JournaledRun {
+        Ok(self.journaled(journal, Err(history)))
+    }
+
+    /// The journaled run, new (`Ok`) or resumed (`Err`), once the checks
+    /// of [`run_journaled`](Saga::run_journaled) or
+    /// [`resume`](Saga::resume) passed.
+    pub(crate) fn journaled<'a>(
+        &'a mut self,
+        journal: &'a mut S::Journal,
+        begin: Result<Start, &'a History>,
+    ) -> JournaledRun<'a, E, S>
+    where
+        E: fmt::Display + From<Crashed>,
+    {
+        let fingerprint = self.fingerprint();
+        let begin = begin.map(|start| start.into_created(fingerprint));
+        let link = Link::new(journal, begin, describe, report, E::from);
+        JournaledRun {
             run: self.run().journaled(link),
             done: false,
-        })
+        }
     }
 }

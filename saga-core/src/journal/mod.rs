@@ -40,6 +40,7 @@ mod journaled_run;
 mod memory;
 mod record;
 mod registry;
+mod registry_run;
 mod replay;
 
 use alloc::string::String;
@@ -53,6 +54,7 @@ pub(crate) use journaled_run::{check_resumable, check_saved, describe, report};
 pub use memory::MemoryJournal;
 pub use record::{Event, Outcome, Record, Unwind};
 pub use registry::{Definition, Quarantined, Registry, SagaContext, SagaId};
+pub use registry_run::{DurableRun, OwnedJournal};
 pub use replay::{History, Progress, ReplayError, SagaState, StepHistory, replay};
 
 pub(crate) use fingerprint::fingerprint;

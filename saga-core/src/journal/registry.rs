@@ -8,6 +8,7 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt;
 
+use super::Refused;
 use super::codec::{Codec, DecodeError};
 use super::replay::{History, ReplayError};
 use crate::marker::SagaKind;
@@ -79,9 +80,17 @@ impl SagaContext {
 type Factory<E, S> =
     Box<dyn Fn(&[u8], &SagaContext) -> Result<Saga<E, S>, DecodeError> + Send + Sync>;
 
+/// What a definition builds.
+pub(super) enum Make<E, S: ?Sized + SagaKind<E>> {
+    /// A saga, from its parameters.
+    Saga(Factory<E, S>),
+    /// A flow, run at once with its journal ([`Registry::register_flow`]).
+    Flow(super::registry_run::FlowFactory<E>),
+}
+
 /// One registered definition: a name, a version and its factory.
 pub struct Definition<E, S: ?Sized + SagaKind<E>> {
-    factory: Factory<E, S>,
+    pub(super) make: Make<E, S>,
 }
 
 impl<E, S: ?Sized + SagaKind<E>> fmt::Debug for Definition<E, S> {
@@ -156,9 +165,27 @@ impl<E, S: ?Sized + SagaKind<E>> Registry<E, S> {
             let parameters = P::decode(bytes)?;
             Ok(factory(&parameters, context))
         });
+        self.insert(name.into(), version, Make::Saga(factory))
+    }
+
+    pub(super) fn insert(&mut self, name: String, version: u32, make: Make<E, S>) -> &mut Self {
         self.definitions
-            .insert((name.into(), version), Definition { factory });
+            .insert((name, version), Definition { make });
         self
+    }
+
+    /// The definition registered under `name` and `version`.
+    pub(super) fn definition(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<&Definition<E, S>, Quarantined> {
+        self.definitions
+            .get(&(String::from(name), version))
+            .ok_or_else(|| Quarantined::UnknownDefinition {
+                name: String::from(name),
+                version,
+            })
     }
 
     /// The highest version registered under `name`.
@@ -179,7 +206,9 @@ impl<E, S: ?Sized + SagaKind<E>> Registry<E, S> {
     }
 
     /// Builds the saga of definition `name`, `version`, from its encoded
-    /// parameters.
+    /// parameters. A flow's definition ([`register_flow`](Registry::register_flow))
+    /// builds no [`Saga`]: it is [`Quarantined::NotASaga`] here, and runs
+    /// through [`start`](Registry::start) and [`resume`](Registry::resume).
     pub fn build(
         &self,
         name: &str,
@@ -187,13 +216,13 @@ impl<E, S: ?Sized + SagaKind<E>> Registry<E, S> {
         parameters: &[u8],
         context: &SagaContext,
     ) -> Result<Saga<E, S>, Quarantined> {
-        let Some(definition) = self.definitions.get(&(String::from(name), version)) else {
-            return Err(Quarantined::UnknownDefinition {
+        match &self.definition(name, version)?.make {
+            Make::Saga(factory) => factory(parameters, context).map_err(Quarantined::Parameters),
+            Make::Flow(_) => Err(Quarantined::NotASaga {
                 name: String::from(name),
                 version,
-            });
-        };
-        (definition.factory)(parameters, context).map_err(Quarantined::Parameters)
+            }),
+        }
     }
 
     /// Builds again the saga that `history` tells of, and checks that its
@@ -246,6 +275,16 @@ pub enum Quarantined {
     },
     /// The records are corrupt: a gap, or an illegal transition.
     Corrupt(ReplayError),
+    /// The saga cannot run with its journal (see [`Refused`]).
+    Refused(Refused),
+    /// The definition builds a [`Flow`](crate::Flow), not a [`Saga`]
+    /// ([`Registry::build`] and [`Registry::rebuild`] build sagas only).
+    NotASaga {
+        /// The definition's name.
+        name: String,
+        /// Its version.
+        version: u32,
+    },
 }
 
 impl fmt::Display for Quarantined {
@@ -263,6 +302,11 @@ impl fmt::Display for Quarantined {
                 "the definition's shape changed (fingerprint {current:016x}, journaled {recorded:016x})"
             ),
             Quarantined::Corrupt(error) => write!(f, "the journal is corrupt: {error}"),
+            Quarantined::Refused(refused) => write!(f, "refused: {refused}"),
+            Quarantined::NotASaga { name, version } => write!(
+                f,
+                "the definition `{name}` version {version} is a flow: start and resume it through the registry"
+            ),
         }
     }
 }
@@ -272,7 +316,23 @@ impl core::error::Error for Quarantined {
         match self {
             Quarantined::Parameters(error) => Some(error),
             Quarantined::Corrupt(error) => Some(error),
+            Quarantined::Refused(refused) => Some(refused),
             _ => None,
+        }
+    }
+}
+
+impl From<Refused> for Quarantined {
+    /// A refusal that says the shape changed or the parameters do not
+    /// decode is that quarantine; any other is [`Quarantined::Refused`].
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::FingerprintChanged { journal, saga } => Quarantined::FingerprintChanged {
+                recorded: journal,
+                current: saga,
+            },
+            Refused::Parameters(error) => Quarantined::Parameters(error),
+            other => Quarantined::Refused(other),
         }
     }
 }
