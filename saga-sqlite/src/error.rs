@@ -2,6 +2,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 use saga_core::journal::Outcome;
 
@@ -35,11 +36,28 @@ pub enum StoreErrorKind {
 /// An error from a [`Store`](crate::Store): its [kind](StoreError::kind),
 /// a message naming what failed, and the underlying error as its
 /// [source](Error::source) when there is one.
-#[derive(Debug)]
+///
+/// It is `Clone` (a clone shares the source), so that a
+/// [`SagaSummary`](crate::SagaSummary) can hold one. Two errors are equal
+/// when they are of the same kind, with the same message, and sources that
+/// display the same (or neither has a source).
+///
+/// ```
+/// use saga_sqlite::{Store, StoreErrorKind};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path().join("sagas.db"))?;
+/// let id = store.new_id();
+/// let error = store.abandon(id, "never started").unwrap_err();
+/// assert_eq!(error.kind(), StoreErrorKind::UnknownSaga);
+/// assert_eq!(error.clone(), error);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
 pub struct StoreError {
     kind: StoreErrorKind,
     message: String,
-    source: Option<Box<dyn Error + Send + Sync + 'static>>,
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
 }
 
 impl StoreError {
@@ -59,7 +77,7 @@ impl StoreError {
         StoreError {
             kind,
             message: message.into(),
-            source: Some(Box::new(source)),
+            source: Some(Arc::new(source)),
         }
     }
 
@@ -87,6 +105,20 @@ impl fmt::Display for StoreError {
         Ok(())
     }
 }
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.message == other.message
+            && match (&self.source, &other.source) {
+                (None, None) => true,
+                (Some(ours), Some(theirs)) => ours.to_string() == theirs.to_string(),
+                _ => false,
+            }
+    }
+}
+
+impl Eq for StoreError {}
 
 impl Error for StoreError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {

@@ -34,8 +34,9 @@
 //! a record that does not decode, does not match its checksum, or comes
 //! after a missing one: a damaged file (a torn copy, a truncated main file)
 //! gives either a prefix of each saga's records or an error, never a record
-//! that was not written. Dropping the store checkpoints the write-ahead log
-//! into the main file.
+//! that was not written. [`Store::list`] shows such a saga with its error
+//! ([`SagaSummary::corrupt`]) beside the others. Dropping the store
+//! checkpoints the write-ahead log into the main file.
 //!
 //! # Group commit
 //!
@@ -198,7 +199,8 @@ pub struct SagaSummary {
     /// Where it is, as [`replay`] reads its records; the replay's error
     /// when they cannot be resumed from.
     pub state: Result<SagaState, ReplayError>,
-    /// How many records it has.
+    /// How many records it has (its rows in the store, corrupt ones
+    /// included).
     pub records: u64,
     /// When its first record was committed.
     pub created: SystemTime,
@@ -206,6 +208,21 @@ pub struct SagaSummary {
     pub updated: SystemTime,
     /// The last error its records mention, as it displayed.
     pub last_error: Option<String>,
+    /// Why its records cannot be read: a [`StoreErrorKind::Corrupt`] error
+    /// naming the saga and the first record that is missing, does not match
+    /// its checksum or does not decode, as [`Store::records`] fails for
+    /// it. `None` when every record was read.
+    ///
+    /// When it is `Some`, [`definition`](SagaSummary::definition),
+    /// [`version`](SagaSummary::version),
+    /// [`state`](SagaSummary::state) and
+    /// [`last_error`](SagaSummary::last_error) tell of the records before
+    /// that one (`state` is `Err(ReplayError::Empty)` when it is the first):
+    /// where the saga had got to at least, not where it is. Such a saga
+    /// cannot be resumed ([`Durable::recover`] leaves it in the store, with
+    /// the error); an operator can [abandon](Store::abandon) it only once
+    /// its records are repaired.
+    pub corrupt: Option<StoreError>,
 }
 
 impl Store {
@@ -364,8 +381,60 @@ impl Store {
     /// A summary of every saga in the store, in the order of their ids:
     /// definition, state, age and last error.
     ///
-    /// Fails with [`StoreErrorKind::Corrupt`] when a record cannot be
-    /// decoded or is missing, as [`records`](Store::records) does.
+    /// A saga whose records cannot all be read (one is missing, does not
+    /// match its checksum or does not decode, as [`records`](Store::records)
+    /// refuses it) does not hide the others: it is listed with the error in
+    /// its summary's [`corrupt`](SagaSummary::corrupt), and what its
+    /// readable records tell.
+    ///
+    /// Fails with [`StoreErrorKind::Sqlite`] when the records cannot be
+    /// read at all, and with [`StoreErrorKind::Corrupt`] for a row whose
+    /// saga id is not 16 bytes (no saga can be named for it: the table
+    /// itself is damaged).
+    ///
+    /// # Examples
+    ///
+    /// Two sagas, and the record of one overwritten behind the store's
+    /// back: both are listed, and only the damaged one says it is corrupt.
+    ///
+    /// ```
+    /// use std::task::{Context, Waker};
+    /// use saga_core::journal::{Event, Journal, Record, SagaState};
+    /// use saga_sqlite::{Store, StoreErrorKind};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("sagas.db");
+    /// let store = Store::open(&path)?;
+    /// let (sound, damaged) = (store.new_id(), store.new_id());
+    /// for id in [sound, damaged] {
+    ///     let mut journal = store.journal(id)?;
+    ///     journal.append(&Record { seq: 0, event: Event::Created {
+    ///         definition: "trip".into(), version: 1, fingerprint: 7, parameters: vec![],
+    ///     } })?;
+    ///     journal.append(&Record { seq: 1, event: Event::ActionStarted { step: 0, attempt: 1 } })?;
+    ///     let mut cx = Context::from_waker(Waker::noop());
+    ///     while journal.poll_flush(&mut cx).is_pending() {
+    ///         std::thread::yield_now();
+    ///     }
+    /// }
+    /// rusqlite::Connection::open(&path)?.execute(
+    ///     "UPDATE records SET body = x'00' WHERE saga_id = ?1 AND seq = 1",
+    ///     [&damaged.0.to_be_bytes()[..]],
+    /// )?;
+    ///
+    /// let list = store.list()?;
+    /// assert_eq!(list.len(), 2);
+    /// let (first, second) = (&list[0], &list[1]);
+    /// assert_eq!((first.id, second.id), (sound, damaged));
+    /// assert_eq!(first.corrupt, None);
+    /// assert_eq!(first.state, Ok(SagaState::Forward));
+    /// let error = second.corrupt.as_ref().expect("the damaged saga says so");
+    /// assert_eq!(error.kind(), StoreErrorKind::Corrupt);
+    /// assert!(error.to_string().contains("record 1"));
+    /// // What its readable record tells.
+    /// assert_eq!((second.definition.as_str(), second.records), ("trip", 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn list(&self) -> Result<Vec<SagaSummary>, StoreError> {
         type Row = (Vec<u8>, i64, Vec<u8>, i64, i64);
         let rows: Vec<Row> = self
@@ -393,17 +462,32 @@ impl Store {
         let mut rows = rows.into_iter().peekable();
         while let Some((raw_id, seq, body, written_at, checksum)) = rows.next() {
             let id = saga_id(&raw_id)?;
-            let mut records = vec![decode(id, seq, 0, &body, checksum)?];
             let created = millis(written_at);
             let mut updated = created;
+            let mut count = 1;
+            let mut records = Vec::new();
+            // The first record that cannot be read ends what is summarized;
+            // the saga's other rows are still counted.
+            let mut corrupt = decode(id, seq, 0, &body, checksum)
+                .map(|record| records.push(record))
+                .err();
             while let Some((_, seq, body, written_at, checksum)) =
                 rows.next_if(|row| row.0 == raw_id)
             {
-                let want = records.len() as i64;
-                records.push(decode(id, seq, want, &body, checksum)?);
+                if corrupt.is_none() {
+                    let want = records.len() as i64;
+                    match decode(id, seq, want, &body, checksum) {
+                        Ok(record) => records.push(record),
+                        Err(error) => corrupt = Some(error),
+                    }
+                }
+                count += 1;
                 updated = millis(written_at);
             }
-            summaries.push(summarize(id, &records, created, updated));
+            let mut summary = summarize(id, &records, created, updated);
+            summary.records = count;
+            summary.corrupt = corrupt;
+            summaries.push(summary);
         }
         Ok(summaries)
     }
@@ -648,10 +732,11 @@ fn summarize(
         created,
         updated,
         last_error: None,
+        corrupt: None,
     };
     // Replayed record by record, so that a saga whose records stop making
     // sense still shows its definition and last error.
-    let mut history: History = match replay(&records[..1]) {
+    let mut history: History = match replay(records.get(..1).unwrap_or_default()) {
         Ok(history) => history,
         Err(error) => {
             summary.state = Err(error);
@@ -659,7 +744,7 @@ fn summarize(
         }
     };
     let mut failed = None;
-    for record in &records[1..] {
+    for record in records.get(1..).unwrap_or_default() {
         if let Err(error) = history.apply(record) {
             failed = Some(error);
             break;

@@ -15,8 +15,8 @@ use std::thread;
 use std::time::SystemTime;
 
 use saga_core::journal::{
-    Event, Journal, JournalError, JournalErrorKind, Outcome, Record, SagaId, SagaState, Start,
-    Unwind, replay,
+    Event, Journal, JournalError, JournalErrorKind, Outcome, Record, ReplayError, SagaId,
+    SagaState, Start, Unwind, replay,
 };
 use saga_core::{Retry, Saga, SagaBuilder};
 use saga_sqlite::{SqliteJournal, Store, StoreErrorKind};
@@ -445,9 +445,10 @@ fn an_undecodable_record_is_a_clear_error() {
             .execute("UPDATE records SET body = x'01ff' WHERE seq = 1", [])
             .unwrap();
     }
+    let listed = store.list().unwrap().remove(0).corrupt;
     for error in [
         store.records(id).unwrap_err(),
-        store.list().unwrap_err(),
+        listed.expect("listed as corrupt"),
         store.abandon(id, "x").unwrap_err(),
     ] {
         assert_eq!(error.kind(), StoreErrorKind::Corrupt);
@@ -456,6 +457,86 @@ fn an_undecodable_record_is_a_clear_error() {
             shown.contains(&id.to_string()) && shown.contains("record 1"),
             "{shown}"
         );
+    }
+}
+
+#[test]
+fn one_corrupt_saga_does_not_hide_the_others() {
+    // Each damage done to the middle saga of three, behind the store's
+    // back: the record it makes unreadable, and the rows left.
+    let damages = [
+        (
+            "UPDATE records SET body = x'01ff' WHERE saga_id = ?1 AND seq = 1",
+            1,
+            3,
+        ),
+        ("DELETE FROM records WHERE saga_id = ?1 AND seq = 1", 1, 2),
+        (
+            "UPDATE records SET checksum = checksum + 1 WHERE saga_id = ?1 AND seq = 2",
+            2,
+            3,
+        ),
+        (
+            "UPDATE records SET body = x'00' WHERE saga_id = ?1 AND seq = 0",
+            0,
+            3,
+        ),
+    ];
+    for (damage, record, rows) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sagas.db");
+        let store = Store::open(&path).unwrap();
+        let ids = [store.new_id(), store.new_id(), store.new_id()];
+        for (n, id) in ids.into_iter().enumerate() {
+            let mut records = vec![created(&format!("saga-{n}")), started(1, 0)];
+            if n != 2 {
+                records.push(succeeded(2, 0));
+            }
+            write(&mut store.journal(id).unwrap(), &records).unwrap();
+        }
+        let before = store.list().unwrap();
+        assert!(before.iter().all(|summary| summary.corrupt.is_none()));
+        let victim = ids[1];
+        {
+            let connection = rusqlite::Connection::open(&path).unwrap();
+            let changed = connection
+                .execute(damage, [&victim.0.to_be_bytes()[..]])
+                .unwrap();
+            assert_eq!(changed, 1, "{damage}");
+        }
+
+        let list = store.list().unwrap();
+        let listed: Vec<SagaId> = list.iter().map(|summary| summary.id).collect();
+        assert_eq!(listed, ids, "{damage}");
+        // The others are listed as they were, in full.
+        assert_eq!(list[0], before[0], "{damage}");
+        assert_eq!(list[2], before[2], "{damage}");
+        assert_eq!(list[2].state, Ok(SagaState::Forward), "{damage}");
+
+        let summary = &list[1];
+        let error = summary.corrupt.as_ref().expect(damage);
+        assert_eq!(error.kind(), StoreErrorKind::Corrupt, "{damage}");
+        let shown = error.to_string();
+        assert!(
+            shown.contains(&victim.to_string()) && shown.contains(&format!("record {record}")),
+            "{damage}: {shown}"
+        );
+        // The error `records` gives for it.
+        assert_eq!(Some(store.records(victim).unwrap_err()), summary.corrupt);
+        assert_eq!(summary.records, rows, "{damage}");
+        assert_eq!(
+            (summary.created, summary.updated),
+            (before[1].created, before[1].updated)
+        );
+        // What the readable records before the damage tell.
+        if record == 0 {
+            assert_eq!(summary.definition, "", "{damage}");
+            assert_eq!(summary.state, Err(ReplayError::Empty), "{damage}");
+        } else {
+            assert_eq!(summary.definition, "saga-1", "{damage}");
+            assert_eq!(summary.version, 3, "{damage}");
+            assert_eq!(summary.state, Ok(SagaState::Forward), "{damage}");
+        }
     }
 }
 
