@@ -15,7 +15,11 @@
 //! [`Durable`] puts a store and a [`Registry`](saga_core::journal::Registry)
 //! of saga definitions together: [`Durable::start`] starts a saga by its
 //! definition's name and parameters, and [`Durable::recover`], at start-up,
-//! finishes every saga a crashed process left, forward or backward.
+//! finishes every saga a crashed process left, forward or backward. A
+//! definition may be a saga ([`Registry::register`](saga_core::journal::Registry::register))
+//! or a flow ([`Registry::register_flow`](saga_core::journal::Registry::register_flow),
+//! whose input is the parameters, and whose saved values a recovered flow's
+//! later steps read).
 //!
 //! # Durability
 //!

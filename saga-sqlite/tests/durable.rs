@@ -190,3 +190,151 @@ fn a_stuck_saga_reopened_by_an_operator_is_compensated_by_the_next_recovery() {
     let history = replay(&durable.store().records(id).unwrap()).unwrap();
     assert_eq!(history.state(), SagaState::Finished(Outcome::Compensated));
 }
+
+/// A flow that books a room for its input's guest, then charges for the
+/// room's number; the charge hangs while `hang` is set, and fails while
+/// `refuse` is set. Each action tags its value with `process`.
+fn flow_registry(
+    process: &'static str,
+    hang: bool,
+    refuse: bool,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> Registry<String> {
+    let (charged, undone) = (log.clone(), log.clone());
+    let mut registry = Registry::new();
+    registry.register_flow("stay", 1, move |context: &SagaContext| {
+        let (charged, undone, key) = (charged.clone(), undone.clone(), context.key(1));
+        SagaBuilder::new()
+            .action_retry(saga_core::Retry::attempts(2))
+            .input::<String>()
+            .then(
+                move |guest: &String| {
+                    let room = format!("room for {guest} ({process})");
+                    async move { Ok::<_, String>(room) }
+                },
+                move |(_, room): (&String, &String)| {
+                    let (log, room) = (undone.clone(), room.clone());
+                    async move {
+                        log.lock().unwrap().push(format!("released {room}"));
+                        Ok(())
+                    }
+                },
+            )
+            .saved()
+            .then(
+                move |(_, room): (&String, &String)| {
+                    let (log, room, key) = (charged.clone(), room.clone(), key.clone());
+                    async move {
+                        if hang {
+                            std::future::pending::<()>().await;
+                        }
+                        if refuse {
+                            return Err(String::from("card declined"));
+                        }
+                        log.lock().unwrap().push(format!("charged {room} as {key}"));
+                        Ok::<_, String>(room.len() as u64)
+                    }
+                },
+                |_| async { Ok(()) },
+            )
+            .saved()
+            .build()
+    });
+    registry
+}
+
+#[test]
+fn a_flow_started_by_name_is_finished_by_the_next_process_with_the_values_it_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sagas.db");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let id = {
+        let durable = Durable::new(
+            Store::open(&path).unwrap(),
+            flow_registry("first", true, false, &log),
+        );
+        let (id, run) = durable.start("stay", &String::from("Ada")).unwrap();
+        // Created, the room's start and success, the charge's start.
+        die_after(&durable, id, run, 4);
+        id
+    };
+    let durable = Durable::new(
+        Store::open(&path).unwrap(),
+        flow_registry("second", false, false, &log),
+    );
+    let recovered = smol::block_on(durable.recover()).unwrap();
+    let [(recovered_id, Recovered::Ran(Ok(())))] = &recovered[..] else {
+        panic!("resumed and committed: {recovered:?}");
+    };
+    assert_eq!(*recovered_id, id);
+    // The charge read the room the first process booked: the room was not
+    // booked again.
+    assert_eq!(
+        *log.lock().unwrap(),
+        [format!("charged room for Ada (first) as {id}-1")]
+    );
+    let history = replay(&durable.store().records(id).unwrap()).unwrap();
+    assert_eq!(history.state(), SagaState::Finished(Outcome::Committed));
+    assert_eq!(history.step(0).action_attempts, 1);
+    assert_eq!(history.step(1).action_attempts, 2);
+}
+
+#[test]
+fn a_recovered_flow_that_fails_compensates_with_the_value_the_first_process_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sagas.db");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    {
+        let durable = Durable::new(
+            Store::open(&path).unwrap(),
+            flow_registry("first", true, false, &log),
+        );
+        let (id, run) = durable.start("stay", &String::from("Grace")).unwrap();
+        die_after(&durable, id, run, 4);
+    }
+    let durable = Durable::new(
+        Store::open(&path).unwrap(),
+        flow_registry("second", false, true, &log),
+    );
+    let recovered = smol::block_on(durable.recover()).unwrap();
+    let [(_, Recovered::Ran(Err(error)))] = &recovered[..] else {
+        panic!("resumed and compensated: {recovered:?}");
+    };
+    assert!(error.saga().unwrap().is_fully_compensated(), "{error}");
+    assert_eq!(*log.lock().unwrap(), ["released room for Grace (first)"]);
+}
+
+#[test]
+fn a_flow_definition_builds_no_saga_and_a_flow_with_an_unsaved_value_is_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut registry = flow_registry("only", false, false, &log);
+    registry.register_flow("unsaved", 1, |_: &SagaContext| {
+        SagaBuilder::new()
+            .input::<u32>()
+            .then(
+                |n: &u32| {
+                    let n = *n;
+                    async move { Ok::<_, String>(n) }
+                },
+                |_| async { Ok(()) },
+            )
+            .build()
+    });
+    let context = SagaContext::new(saga_core::journal::SagaId(1));
+    let parameters = registry.encode_parameters(&String::from("Ada"));
+    assert!(matches!(
+        registry.build("stay", 1, &parameters, &context),
+        Err(saga_core::journal::Quarantined::NotASaga { .. })
+    ));
+    let durable = Durable::new(Store::open(dir.path().join("sagas.db")).unwrap(), registry);
+    let refused = durable.start("unsaved", &1_u32).err().expect("refused");
+    assert!(
+        matches!(
+            refused,
+            NotRun::Refused(saga_core::journal::Refused::Unsaved { step: 0 })
+        ),
+        "{refused}"
+    );
+    assert!(durable.store().list().unwrap().is_empty());
+}
