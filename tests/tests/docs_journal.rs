@@ -737,8 +737,27 @@ fn illegal_reopened_unless_finished_stuck() {
         unwinding(0, Unwind::Failed),
         Event::Reopened,
     ]);
-    for outcome in [Outcome::Committed, Outcome::Compensated, Outcome::Abandoned] {
+    for outcome in [Outcome::Committed, Outcome::Abandoned] {
         assert_last_illegal(vec![finished(outcome), Event::Reopened]);
+    }
+    // Compensated: only after unwinding.
+    assert_last_illegal(vec![
+        a_started(0, 1),
+        a_failed(0, 1, "x"),
+        unwinding(0, Unwind::Failed),
+        c_started(0, 1),
+        c_ok(0),
+        finished(Outcome::Compensated),
+        Event::Reopened,
+    ]);
+}
+
+#[test]
+fn illegal_compensated_or_stuck_without_unwinding() {
+    // `replay`: "a saga ends compensated or stuck only after its `Unwinding`
+    // record".
+    for outcome in [Outcome::Compensated, Outcome::Stuck] {
+        assert_last_illegal(vec![a_started(0, 1), a_ok(0), finished(outcome)]);
     }
 }
 

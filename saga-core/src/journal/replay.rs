@@ -255,6 +255,11 @@ impl History {
                 if unwinding && *outcome == Outcome::Committed {
                     return Err(illegal("committed after it began to unwind"));
                 }
+                // Compensated or stuck: only a saga that began to unwind
+                // (an operator may abandon one in any state).
+                if !unwinding && matches!(outcome, Outcome::Compensated | Outcome::Stuck) {
+                    return Err(illegal("compensated or stuck without unwinding"));
+                }
                 self.finished = Some(*outcome);
                 if !message.is_empty() {
                     self.last_error = Some(message.clone());
@@ -278,7 +283,8 @@ impl History {
 ///
 /// The first record must be number 0, [`Event::Created`]; each next one is
 /// numbered one more, and must follow from those before it (an action
-/// succeeds only after it started, nothing follows `Finished`, ...).
+/// succeeds only after it started, a saga ends compensated or stuck only
+/// after its `Unwinding` record, nothing follows `Finished`, ...).
 /// Anything else is an error, and the saga is not to be resumed.
 ///
 /// # Examples
