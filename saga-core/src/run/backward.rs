@@ -92,31 +92,8 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                 return None;
             }
             let step = wave.next - 1;
-            if self.needs_compensation(step) {
-                let before = match self.durable.is_some() {
-                    true => self.compensated_before_restart(step),
-                    false => None,
-                };
-                match before {
-                    None => return Some(step),
-                    // Compensated before a restart: counted, not run again.
-                    Some(true) => {
-                        if let Some(failure) = &mut self.failure {
-                            failure.record_compensated();
-                        }
-                    }
-                    // Failed for good before a restart: as if it failed now.
-                    Some(false) => {
-                        let failed = self.failed_before_restart(step);
-                        self.wave.next = step;
-                        self.end_compensation(AttemptEnd::Failed(
-                            failed,
-                            crate::Recovery::Compensate,
-                            super::Ending::Failed,
-                        ));
-                        continue;
-                    }
-                }
+            if self.needs_compensation(step) && !self.settled_before_restart(step) {
+                return Some(step);
             }
             self.wave.next = step;
         }

@@ -216,6 +216,8 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
 
     /// The run starts with a journal: a new saga's `Created` record, or
     /// where a resumed one stands.
+    #[cold]
+    #[inline(never)]
     pub(super) fn start_durable(&mut self) -> Phase {
         let Some(link) = self.durable.as_deref_mut() else {
             return self.forward_wave(0);
@@ -411,10 +413,39 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
         });
     }
 
+    /// Whether step `step`'s compensation ended before a restart, so that
+    /// it is not run again: one that succeeded is counted, one that failed
+    /// for good ends as if it failed now. Always `false` without a journal.
+    #[inline]
+    pub(super) fn settled_before_restart(&mut self, step: usize) -> bool {
+        self.durable.is_some() && self.settle_from_before_restart(step)
+    }
+
+    #[inline(never)]
+    fn settle_from_before_restart(&mut self, step: usize) -> bool {
+        match self.compensated_before_restart(step) {
+            None => false,
+            Some(true) => {
+                if let Some(failure) = &mut self.failure {
+                    failure.record_compensated();
+                }
+                true
+            }
+            Some(false) => {
+                let failed = self.failed_before_restart(step);
+                self.end_compensation(super::attempt::AttemptEnd::Failed(
+                    failed,
+                    crate::Recovery::Compensate,
+                    super::Ending::Failed,
+                ));
+                true
+            }
+        }
+    }
+
     /// Whether the journal says `step`'s compensation already ended (it is
     /// not started again): `Some(true)` succeeded, `Some(false)` failed.
-    #[inline(never)]
-    pub(super) fn compensated_before_restart(&self, step: usize) -> Option<bool> {
+    fn compensated_before_restart(&self, step: usize) -> Option<bool> {
         let before = self.durable.as_deref()?.before_restart(step)?;
         match before.compensation {
             Progress::Succeeded => Some(true),
@@ -441,6 +472,8 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
 
     /// The run ended: its `Finished` record, durable before the result is
     /// returned. `false` while the flush is pending or the journal failed.
+    #[cold]
+    #[inline(never)]
     pub(super) fn close_journal(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(link) = self.durable.as_deref_mut() else {
             return true;

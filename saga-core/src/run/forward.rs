@@ -293,7 +293,19 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
         self.halt_forward(true);
     }
 
+    /// The forward wave ended: on to the next block, or to unwinding.
+    #[inline]
     pub(super) fn finish_forward_wave(&mut self, wave: Wave) {
+        match self.failure.is_none() && self.interrupt.is_none() {
+            true => self.phase = self.forward_wave(wave.end),
+            false => self.end_forward(wave),
+        }
+    }
+
+    /// [`finish_forward_wave`](Self::finish_forward_wave) after a failure
+    /// or an interrupt.
+    #[inline(never)]
+    fn end_forward(&mut self, wave: Wave) {
         if let Some(failure) = self.failure.as_ref().filter(|_| self.abort_landed()) {
             // An abort landed during the poll in which the block failed: the
             // saga stopped because of that failure, with the abort noted.

@@ -114,6 +114,9 @@ pub struct Run<
     // `tracing` subscriber): one step's end and the next one's start are
     // then seen by nobody in between.
     quiet: bool,
+    // Neither a journal, an observer nor a `tracing` span hears the
+    // transitions (set at the start).
+    unheard: bool,
     // A panic outside any lane, to fail the forward phase with.
     stray_failure: Option<E>,
     // The foreign code being called, for `fail_in_flight`.
@@ -241,6 +244,7 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
             interrupt: None,
             watch: false,
             quiet: false,
+            unheard: false,
             stray_failure: None,
             calling: Calling::Nothing,
             failing_lane: None,
@@ -447,11 +451,12 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
         };
         let deadline = self.plan.saga_timeout.filter(|_| self.timers.is_some());
         self.watch = deadline.is_some() || self.abort.is_some();
-        self.quiet = self.observer.is_none() && self.timers.is_none() && self.durable.is_none();
+        self.unheard = self.observer.is_none() && self.durable.is_none();
         #[cfg(feature = "tracing")]
         {
-            self.quiet &= self.span.is_disabled();
+            self.unheard &= self.span.is_disabled();
         }
+        self.quiet = self.unheard && self.timers.is_none();
         if deadline.is_some() {
             self.set_timer(Slot::Saga, deadline);
         }

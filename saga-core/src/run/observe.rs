@@ -24,6 +24,16 @@ pub(super) enum Transition<'e, E> {
 impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     #[inline(always)]
     pub(super) fn transition(&mut self, step: usize, transition: Transition<'_, E>) {
+        // Nothing hears it: one branch, for a run without a journal, an
+        // observer or a `tracing` span.
+        if self.unheard {
+            return;
+        }
+        self.tell(step, transition);
+    }
+
+    #[inline(never)]
+    fn tell(&mut self, step: usize, transition: Transition<'_, E>) {
         if self.durable.is_some() {
             self.journal_transition(step, &transition);
         }
