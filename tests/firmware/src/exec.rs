@@ -43,7 +43,8 @@ fn waker_wake(_: *const ()) {
 
 fn waker_drop(_: *const ()) {}
 
-static VTABLE: RawWakerVTable = RawWakerVTable::new(waker_clone, waker_wake, waker_wake, waker_drop);
+static VTABLE: RawWakerVTable =
+    RawWakerVTable::new(waker_clone, waker_wake, waker_wake, waker_drop);
 
 /// Runs `future` to completion on this core: poll; if it woke itself (or
 /// was woken by a step, a group member, an abort), poll again; if not,

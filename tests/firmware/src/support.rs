@@ -30,7 +30,12 @@ macro_rules! check_eq {
     ($left:expr, $right:expr, $what:expr) => {{
         let (left, right) = (&$left, &$right);
         if left != right {
-            return Err(alloc::format!("{}: {:?}, expected {:?}", $what, left, right));
+            return Err(alloc::format!(
+                "{}: {:?}, expected {:?}",
+                $what,
+                left,
+                right
+            ));
         }
     }};
 }
@@ -156,7 +161,11 @@ impl Future for Logged {
             return Poll::Pending;
         }
         self.log.push(self.event);
-        Poll::Ready(self.result.take().expect("Logged polled after it completed"))
+        Poll::Ready(
+            self.result
+                .take()
+                .expect("Logged polled after it completed"),
+        )
     }
 }
 
@@ -271,7 +280,11 @@ impl Observer<Error> for Recorder {
         self.hear(Heard::CompensationSucceeded(step.index, attempt));
     }
     fn compensation_failed(&self, step: StepRef<'_>, attempt: u32, error: &Error) {
-        self.hear(Heard::CompensationFailed(step.index, attempt, error.clone()));
+        self.hear(Heard::CompensationFailed(
+            step.index,
+            attempt,
+            error.clone(),
+        ));
     }
     fn compensation_retried(&self, step: StepRef<'_>, next_attempt: u32, delay: Duration) {
         self.hear(Heard::CompensationRetried(step.index, next_attempt, delay));

@@ -9,7 +9,7 @@ use saga_core::{AbortHandle, InFlight, Saga, SagaBuilder, StopReason};
 
 use crate::exec::{Never, TickSleep, Yield, join, now};
 use crate::support::{
-    Error, Event, Heard, Log, Recorder, action, check, check_eq, dos, log, drive, undo, undos,
+    Error, Event, Heard, Log, Recorder, action, check, check_eq, dos, drive, log, undo, undos,
 };
 
 /// Step 0, then step 1 that never finishes, then step 2.
@@ -74,7 +74,10 @@ pub fn run() -> Result<(), String> {
     check_eq!(log.take_effects(), expected, "events");
     let heard = recorder.take();
     check_eq!(
-        heard.iter().filter(|h| matches!(h, Heard::Aborted(_))).count(),
+        heard
+            .iter()
+            .filter(|h| matches!(h, Heard::Aborted(_)))
+            .count(),
         1,
         "aborted notifications"
     );
@@ -100,7 +103,11 @@ pub fn run() -> Result<(), String> {
     check_eq!(now() - started, 5, "ticks until the abort");
     check_eq!(error.reason(), StopReason::Aborted, "reason");
     check_eq!(error.failed_step(), 1, "failed step");
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     let mut expected = dos([0]);
     expected.extend(undos([1, 0]));
     check_eq!(log.take_effects(), expected, "events");
@@ -171,7 +178,10 @@ pub fn run() -> Result<(), String> {
     check_eq!(handle.attached_runs(), 0, "runs still attached");
     let events = log.take_effects();
     check_eq!(
-        events.iter().filter(|e| matches!(e, Event::Undo(_))).count(),
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Undo(_)))
+            .count(),
         4,
         "compensations of the two runs"
     );

@@ -57,7 +57,11 @@ impl Future for Counted {
     }
 }
 
-fn counted(done: &Arc<AtomicU32>, yields: u32, fails: bool) -> impl FnMut() -> Counted + Send + use<> {
+fn counted(
+    done: &Arc<AtomicU32>,
+    yields: u32,
+    fails: bool,
+) -> impl FnMut() -> Counted + Send + use<> {
     let done = done.clone();
     move || Counted {
         done: done.clone(),
@@ -130,7 +134,11 @@ pub fn run() -> Result<(), String> {
     for round in 0..3 {
         let (before, after, result) = measure(|| drive("mixed success", saga.run()));
         check!(result?.is_ok(), "round {round}: the mixed saga failed");
-        check_eq!(allocations(&before, &after), 0, "allocations in a successful run");
+        check_eq!(
+            allocations(&before, &after),
+            0,
+            "allocations in a successful run"
+        );
         check_eq!(after.used, before.used, "heap used across a successful run");
     }
     check_eq!(done.load(Ordering::Relaxed), 3 * 10, "actions run");
@@ -140,12 +148,24 @@ pub fn run() -> Result<(), String> {
     let before = HEAP.stats();
     let (_, during, result) = measure(|| drive("mixed failure", failing.run()));
     let error = result?.err().ok_or("the failing mixed saga succeeded")?;
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     check_eq!(undone.load(Ordering::Relaxed), 12, "compensations run");
-    check_eq!(allocations(&before, &during), 1, "allocations in a failed run");
+    check_eq!(
+        allocations(&before, &during),
+        1,
+        "allocations in a failed run"
+    );
     drop(error);
     let after = HEAP.stats();
-    check_eq!(after.used, before.used, "heap used once the report is dropped");
+    check_eq!(
+        after.used,
+        before.used,
+        "heap used once the report is dropped"
+    );
     check_eq!(after.live_blocks(), before.live_blocks(), "live blocks");
 
     // A sleeper, a backoff and timeouts: runs allocate nothing to keep time.
@@ -172,7 +192,11 @@ pub fn run() -> Result<(), String> {
     for _ in 0..2 {
         let (before, after, result) = measure(|| drive("timed success", timed.run()));
         check!(result?.is_ok(), "the timed saga failed");
-        check_eq!(allocations(&before, &after), 0, "allocations in a timed run");
+        check_eq!(
+            allocations(&before, &after),
+            0,
+            "allocations in a timed run"
+        );
         check_eq!(after.used, before.used, "heap used across a timed run");
     }
     check_eq!(calls.load(Ordering::Relaxed), 4, "timed attempts");
@@ -181,12 +205,20 @@ pub fn run() -> Result<(), String> {
     let handle = AbortHandle::new();
     let (before, after, result) = measure(|| drive("abortable", saga.run().abortable(&handle)));
     check!(result?.is_ok(), "the abortable run failed");
-    check_eq!(allocations(&before, &after), 0, "allocations in an abortable run");
+    check_eq!(
+        allocations(&before, &after),
+        0,
+        "allocations in an abortable run"
+    );
 
     // Everything dropped: the heap is back at the scenario's start.
     drop((saga, failing, timed, handle, done, undone, calls));
     let end = HEAP.stats();
-    check_eq!(end.used, baseline.used, "heap used after dropping the sagas");
+    check_eq!(
+        end.used,
+        baseline.used,
+        "heap used after dropping the sagas"
+    );
     check_eq!(end.live_blocks(), baseline.live_blocks(), "live blocks");
     Ok(())
 }

@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 
 use saga_core::{Saga, SagaBuilder, StopReason};
 
-use crate::support::{Error, Event, action, check, check_eq, dos, log, drive, undo, undos};
+use crate::support::{Error, Event, action, check, check_eq, dos, drive, log, undo, undos};
 
 const STEPS: u16 = 100;
 
@@ -44,7 +44,11 @@ pub fn run() -> Result<(), String> {
         check_eq!(error.reason(), StopReason::Failed, "reason");
         check_eq!(error.attempts(), 1, "attempts");
         check_eq!(error.compensated_count(), usize::from(STEPS), "compensated");
-        check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+        check!(
+            error.is_fully_compensated(),
+            "not fully compensated: {}",
+            error
+        );
         check_eq!(error.uncompensated_count(), 0, "uncompensated");
         check_eq!(
             alloc::format!("{error}"),

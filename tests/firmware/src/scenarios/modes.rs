@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use saga_core::{CompensationMode, Handling, Recovery, Retry, Saga, SagaBuilder};
 
-use crate::support::{Error, Event, Log, action, check, check_eq, log, drive, undo};
+use crate::support::{Error, Event, Log, action, check, check_eq, drive, log, undo};
 
 /// Steps 0, 1, 2; step 2's action fails; step 1's compensation fails.
 fn failing_undo(log: &Log, mode: CompensationMode) -> Saga<Error> {
@@ -38,14 +38,21 @@ pub fn run() -> Result<(), String> {
         "uncompensated"
     );
     check_eq!(error.compensation_errors().len(), 1, "compensation errors");
-    check_eq!(error.compensation_errors()[0].step(), 1, "failed compensation");
+    check_eq!(
+        error.compensation_errors()[0].step(),
+        1,
+        "failed compensation"
+    );
     check_eq!(
         alloc::format!("{error}"),
         "step 2 failed: out of stock; compensation of step 1 failed: refund service down; \
          2 steps left uncompensated",
         "Display"
     );
-    check!(!log.take_effects().contains(&Event::Undo(0)), "step 0 was undone");
+    check!(
+        !log.take_effects().contains(&Event::Undo(0)),
+        "step 0 was undone"
+    );
 
     let mut saga = failing_undo(&log, CompensationMode::ContinueOnError);
     let error = drive("continue on error", saga.run())?
@@ -90,7 +97,11 @@ pub fn run() -> Result<(), String> {
     let error = drive("compensation retry", saga.run())?
         .err()
         .ok_or("the saga succeeded")?;
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     check_eq!(calls.load(Ordering::Relaxed), 3, "compensation attempts");
     log.take();
 

@@ -5,7 +5,7 @@ use alloc::string::String;
 
 use saga_core::{Retry, SagaBuilder};
 
-use crate::support::{Error, Heard, Recorder, action, check, check_eq, log, drive, undo};
+use crate::support::{Error, Heard, Recorder, action, check, check_eq, drive, log, undo};
 
 pub fn run() -> Result<(), String> {
     let log = log();
@@ -56,6 +56,11 @@ pub fn run() -> Result<(), String> {
         .err()
         .ok_or("the saga succeeded")?;
     check_eq!(log.take(), observed_events, "events without an observer");
-    check!(plain_error == error, "reports differ: {} / {}", plain_error, error);
+    check!(
+        plain_error == error,
+        "reports differ: {} / {}",
+        plain_error,
+        error
+    );
     Ok(())
 }

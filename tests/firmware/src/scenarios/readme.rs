@@ -78,10 +78,18 @@ pub fn run() -> Result<(), String> {
             Ok(()) => return Err("the failure example succeeded".into()),
             Err(error) => error,
         };
-        check_eq!(counter.get(), [10, 20], alloc::format!("round {round}: counter"));
+        check_eq!(
+            counter.get(),
+            [10, 20],
+            alloc::format!("round {round}: counter")
+        );
         check_eq!(error.failed_step(), 0, "failed step");
         check_eq!(*error.error(), Error::Step("error occurred"), "error");
-        check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+        check!(
+            error.is_fully_compensated(),
+            "not fully compensated: {}",
+            error
+        );
         check_eq!(error.compensated_count(), 1, "compensated steps");
         check_eq!(undone.get(), [0], "compensations");
     }
@@ -90,9 +98,15 @@ pub fn run() -> Result<(), String> {
     // step 1 first.
     let (counter, undone) = (Shared::new([10, 20]), Shared::new(Vec::new()));
     let mut saga = readme_saga(&counter, &undone, [false, true], 2);
-    let error = drive("README variant", saga.run())?.err().ok_or("README variant succeeded")?;
+    let error = drive("README variant", saga.run())?
+        .err()
+        .ok_or("README variant succeeded")?;
     check_eq!(error.failed_step(), 1, "failed step");
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     check_eq!(counter.get(), [10, 20], "counter");
     check_eq!(undone.get(), [1, 0], "compensation order");
     check_eq!(
@@ -106,11 +120,17 @@ pub fn run() -> Result<(), String> {
     let mut failing = readme_saga(&counter, &undone, [true, true], 1);
     let mut succeeding = readme_saga(&counter, &undone, [false, false], 1);
     for _ in 0..5 {
-        check!(drive("rerun", failing.run())?.is_err(), "a failing rerun succeeded");
+        check!(
+            drive("rerun", failing.run())?.is_err(),
+            "a failing rerun succeeded"
+        );
         check_eq!(counter.get(), [10, 20], "counter after a failing rerun");
     }
     for round in 1..=3 {
-        check!(drive("rerun", succeeding.run())?.is_ok(), "a succeeding rerun failed");
+        check!(
+            drive("rerun", succeeding.run())?.is_ok(),
+            "a succeeding rerun failed"
+        );
         check_eq!(
             counter.get(),
             [10 + AMOUNT * round, 20 + AMOUNT * round],
@@ -146,7 +166,9 @@ pub fn run() -> Result<(), String> {
         .add_step(add(0), decrement(0))
         .add_step(add(1), decrement(1))
         .build();
-    let error = drive("local saga", local.run())?.err().ok_or("the local saga succeeded")?;
+    let error = drive("local saga", local.run())?
+        .err()
+        .ok_or("the local saga succeeded")?;
     check!(error.is_fully_compensated(), "local saga: {}", error);
     check_eq!(*counter.borrow(), [10, 20], "local saga's counter");
     Ok(())

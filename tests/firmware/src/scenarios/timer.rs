@@ -13,7 +13,7 @@ use alloc::sync::Arc;
 use saga_core::{Retry, SagaBuilder, StepPolicy, StopReason};
 
 use crate::exec::{Never, TickSleep, TickSleeper, now, timers_in_use};
-use crate::support::{Error, Event, Heard, Recorder, action, check, check_eq, log, drive, undo};
+use crate::support::{Error, Event, Heard, Recorder, action, check, check_eq, drive, log, undo};
 
 const fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -88,7 +88,11 @@ pub fn run() -> Result<(), String> {
         [ms(2), ms(4), ms(8)],
         "delays"
     );
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     log.take();
 
     // An action timeout: step 1 never finishes, and is cut short at 10 ms.
@@ -118,7 +122,11 @@ pub fn run() -> Result<(), String> {
     check!(error.timed_out(), "timed_out() is false");
     check_eq!(*error.error(), Error::TimedOut, "error");
     check_eq!(error.failed_step(), 1, "failed step");
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     check_eq!(
         log.take_effects(),
         [Event::Do(0), Event::Undo(1), Event::Undo(0)],
@@ -179,7 +187,11 @@ pub fn run() -> Result<(), String> {
     check_eq!(error.reason(), StopReason::Deadline, "reason");
     check_eq!(error.failed_step(), 2, "failed step");
     check_eq!(*error.error(), Error::TimedOut, "error");
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     check_eq!(
         log.take_effects(),
         [
@@ -206,11 +218,7 @@ pub fn run() -> Result<(), String> {
     let result = drive("unfired timeouts", saga.run())?;
     check!(result.is_ok(), "unfired timeouts: {:?}", result);
     check_eq!(now(), started, "ticks");
-    check_eq!(
-        log.take_effects(),
-        [Event::Do(0), Event::Do(1)],
-        "events"
-    );
+    check_eq!(log.take_effects(), [Event::Do(0), Event::Do(1)], "events");
     check_eq!(timers_in_use(), 0, "timers left registered");
     Ok(())
 }

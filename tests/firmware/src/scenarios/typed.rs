@@ -126,7 +126,11 @@ pub fn run() -> Result<(), String> {
         check_eq!(*error.error(), Error::Step("payment declined"), "error");
         // Steps 2, 1, 0; the failed typed step 3 has nothing to undo.
         check_eq!(error.compensated_count(), 3, "compensated");
-        check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+        check!(
+            error.is_fully_compensated(),
+            "not fully compensated: {}",
+            error
+        );
         check_eq!(
             received.with(core::mem::take),
             [
@@ -148,7 +152,11 @@ pub fn run() -> Result<(), String> {
         .ok_or("the typed saga succeeded")?;
     check_eq!(error.failed_step(), 2, "failed step");
     check_eq!(error.compensated_count(), 3, "compensated");
-    check!(error.is_fully_compensated(), "not fully compensated: {}", error);
+    check!(
+        error.is_fully_compensated(),
+        "not fully compensated: {}",
+        error
+    );
     check_eq!(
         received.with(core::mem::take),
         [
