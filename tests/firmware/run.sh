@@ -11,6 +11,7 @@ cd "$(dirname "$0")"
 scenarios=(
     pysagas_readme
     long_saga_100_steps
+    deep_saga_500_steps
     typed_steps
     parallel_group
     abort

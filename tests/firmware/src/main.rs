@@ -28,6 +28,7 @@ type Scenario = fn() -> Result<(), String>;
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("pysagas_readme", scenarios::readme::run),
     ("long_saga_100_steps", scenarios::long::run),
+    ("deep_saga_500_steps", scenarios::deep::run),
     ("typed_steps", scenarios::typed::run),
     ("parallel_group", scenarios::group::run),
     ("abort", scenarios::abort::run),

@@ -2,6 +2,7 @@
 //! held.
 
 pub mod abort;
+pub mod deep;
 pub mod group;
 pub mod heap;
 pub mod long;
