@@ -18,6 +18,7 @@ scenarios=(
     tick_timer
     observer
     compensation_modes
+    durable_page_journal
     heap
     heap_returns_to_start
 )

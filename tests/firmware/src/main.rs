@@ -35,6 +35,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("tick_timer", scenarios::timer::run),
     ("observer", scenarios::observer::run),
     ("compensation_modes", scenarios::modes::run),
+    ("durable_page_journal", scenarios::durable::run),
     ("heap", scenarios::heap::run),
 ];
 

@@ -12,7 +12,7 @@ use core::task::{Context, Poll};
 use core::time::Duration;
 
 use critical_section::Mutex;
-use saga_core::{Aborted, Observer, SagaError, StepRef, TimedOut};
+use saga_core::{Aborted, Crashed, Observer, SagaError, StepRef, TimedOut};
 
 use crate::exec;
 
@@ -48,6 +48,9 @@ pub enum Error {
     Step(&'static str),
     TimedOut,
     Aborted,
+    /// A durable run's attempt cut short by a crash, or an error recorded
+    /// before one (`Crashed`'s display).
+    Crashed(String),
 }
 
 impl fmt::Display for Error {
@@ -56,6 +59,7 @@ impl fmt::Display for Error {
             Error::Step(message) => f.write_str(message),
             Error::TimedOut => f.write_str("timed out"),
             Error::Aborted => f.write_str("aborted"),
+            Error::Crashed(message) => f.write_str(message),
         }
     }
 }
@@ -63,6 +67,12 @@ impl fmt::Display for Error {
 impl From<TimedOut> for Error {
     fn from(_: TimedOut) -> Self {
         Error::TimedOut
+    }
+}
+
+impl From<Crashed> for Error {
+    fn from(crashed: Crashed) -> Self {
+        Error::Crashed(alloc::format!("{crashed}"))
     }
 }
 

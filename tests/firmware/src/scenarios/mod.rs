@@ -3,6 +3,7 @@
 
 pub mod abort;
 pub mod deep;
+pub mod durable;
 pub mod group;
 pub mod heap;
 pub mod long;
