@@ -17,6 +17,7 @@ scenarios=(
     abort
     tick_timer
     observer
+    custom_step_and_cancel
     compensation_modes
     durable_page_journal
     heap

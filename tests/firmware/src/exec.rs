@@ -75,6 +75,14 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output, Stall> {
     }
 }
 
+/// Polls `future` once with the `block_on` waker: for the scenarios that
+/// drive a run by hand and then drop it.
+pub fn poll_once<F: Future + ?Sized>(future: Pin<&mut F>) -> Poll<F::Output> {
+    // SAFETY: as in `block_on`.
+    let waker = unsafe { Waker::from_raw(waker_clone(core::ptr::null())) };
+    future.poll(&mut Context::from_waker(&waker))
+}
+
 // ---------------------------------------------------------------------------
 // The clock.
 

@@ -34,6 +34,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("abort", scenarios::abort::run),
     ("tick_timer", scenarios::timer::run),
     ("observer", scenarios::observer::run),
+    ("custom_step_and_cancel", scenarios::custom::run),
     ("compensation_modes", scenarios::modes::run),
     ("durable_page_journal", scenarios::durable::run),
     ("heap", scenarios::heap::run),

@@ -2,6 +2,7 @@
 //! held.
 
 pub mod abort;
+pub mod custom;
 pub mod deep;
 pub mod durable;
 pub mod group;
