@@ -13,6 +13,7 @@ scenarios=(
     long_saga_100_steps
     deep_saga_500_steps
     typed_steps
+    flow
     parallel_group
     abort
     tick_timer

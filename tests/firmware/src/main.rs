@@ -30,6 +30,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("long_saga_100_steps", scenarios::long::run),
     ("deep_saga_500_steps", scenarios::deep::run),
     ("typed_steps", scenarios::typed::run),
+    ("flow", scenarios::flow::run),
     ("parallel_group", scenarios::group::run),
     ("abort", scenarios::abort::run),
     ("tick_timer", scenarios::timer::run),
