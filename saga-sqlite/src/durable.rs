@@ -144,6 +144,16 @@ where
     /// Starts a saga of `definition`'s latest version with `parameters`:
     /// its id, and the future of its run (its first record is written as
     /// the future is first polled). Poll it to the end on any executor.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is written and nothing runs when the definition is unknown
+    /// ([`NotRun::Quarantined`] with
+    /// [`Quarantined::UnknownDefinition`]), its parameters do not decode
+    /// (`Quarantined::Parameters`), a step keeps a value it cannot save
+    /// ([`NotRun::Refused`] with
+    /// [`Refused::Unsaved`](saga_core::journal::Refused::Unsaved)), or the
+    /// store fails ([`NotRun::Store`]).
     pub fn start<P: Codec>(
         &self,
         definition: &str,
@@ -176,7 +186,12 @@ where
     /// drives each to its end (by rule 14 of `saga_core`'s crate docs: what
     /// the crashed run would have done, forward or backward). Call it at
     /// start-up, before starting new sagas. A saga that cannot be resumed
-    /// is left in the store, with the reason in its entry.
+    /// is left in the store, unfinished, and its entry in the returned list
+    /// is [`Recovered::NotRun`] with the reason: [`NotRun::Store`] when its
+    /// records cannot be read (a damaged record: the error
+    /// [`Store::records`] gives), [`NotRun::Quarantined`] for an unknown
+    /// definition, parameters that do not decode or a changed shape, and
+    /// [`NotRun::Refused`] for any other refusal.
     pub async fn recover(&self) -> Result<Vec<(SagaId, Recovered<E>)>, StoreError> {
         let mut runs = Vec::new();
         let mut results = Vec::new();

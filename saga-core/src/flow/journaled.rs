@@ -78,9 +78,17 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
     /// succeeded gets back its saved value, so the steps after it, and its
     /// compensation, read the value the original action returned.
     ///
-    /// Refused, with nothing run or written, as `Saga::resume` is, and
-    /// when the journal's parameters do not decode as an `I`
-    /// ([`Refused::Parameters`]).
+    /// Refused, with nothing run or written, as `Saga::resume` is (the flow
+    /// finished, its shape changed, a step keeps a value it cannot save,
+    /// or a saved value does not decode), and when the journal's parameters
+    /// do not decode as an `I` ([`Refused::Parameters`]).
+    ///
+    /// A [`then`](crate::FlowBuilder::then) step whose action a crash cut
+    /// short, with no attempt left, has no value to undo: it is reported
+    /// left applied and the flow ends stuck. Give such steps a retry
+    /// policy, or make them [`then_option`](crate::FlowBuilder::then_option)
+    /// steps, whose compensation runs with `None` and undoes by the step's
+    /// idempotency key.
     ///
     /// # Examples
     ///

@@ -118,7 +118,8 @@ pub enum Refused {
         steps: usize,
     },
     /// Step `step` keeps a value that it cannot save (a typed step without
-    /// a codec, see [`TypedStep::saved`](crate::TypedStep::saved)).
+    /// a codec, see [`TypedStep::saved`](crate::TypedStep::saved), or a flow
+    /// step not marked [`FlowBuilder::saved`](crate::FlowBuilder::saved)).
     Unsaved {
         /// The step.
         step: usize,
@@ -149,7 +150,7 @@ impl fmt::Display for Refused {
             ),
             Refused::Unsaved { step } => write!(
                 f,
-                "step {step} keeps a value it cannot save to a journal (a typed step needs `saved()`)"
+                "step {step} keeps a value it cannot save to a journal (a typed or flow step needs `saved()`)"
             ),
             Refused::Restore { step, error } => {
                 write!(f, "step {step} could not be restored: {error}")

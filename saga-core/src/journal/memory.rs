@@ -77,7 +77,9 @@ impl MemoryJournal {
     }
 
     /// Makes every flush after the next `flushes` ones fail with a storage
-    /// error (and keep nothing), as a full disk would.
+    /// error, as a full disk would: the failed flush drops the pending
+    /// records (none becomes durable, and [`pending`](Self::pending) is
+    /// empty after it) and is not counted in [`flushes`](Self::flushes).
     pub fn fail_after(&mut self, flushes: u64) {
         self.fail_after = Some(flushes);
     }
