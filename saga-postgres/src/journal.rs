@@ -265,7 +265,11 @@ async fn flush(pool: PgPool, batch: Batch) -> Result<(), JournalError> {
     let count = batch.rows.len();
     let last = batch.first + count as u64;
     let (seqs, bodies, sums) = batch.rows.into_iter().fold(
-        (Vec::with_capacity(count), Vec::with_capacity(count), Vec::with_capacity(count)),
+        (
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+            Vec::with_capacity(count),
+        ),
         |(mut seqs, mut bodies, mut sums), (seq, body)| {
             seqs.push(seq as i64); // checked by `append`
             sums.push(checksum(id, seq, &body));
@@ -273,9 +277,12 @@ async fn flush(pool: PgPool, batch: Batch) -> Result<(), JournalError> {
             (seqs, bodies, sums)
         },
     );
-    let (definition, version) = batch.row.definition.map_or((None, None), |(name, version)| {
-        (Some(name), Some(i64::from(version)))
-    });
+    let (definition, version) = batch
+        .row
+        .definition
+        .map_or((None, None), |(name, version)| {
+            (Some(name), Some(i64::from(version)))
+        });
     let row = sqlx::query(FLUSH)
         .bind(id_text(id))
         .bind(&*batch.owner)
@@ -345,7 +352,9 @@ async fn flush(pool: PgPool, batch: Batch) -> Result<(), JournalError> {
     }
     // The row matches now, and did not when the statement ran (a lease
     // renewed in between).
-    Err(fenced(String::from("the lease had expired when the flush ran")))
+    Err(fenced(String::from(
+        "the lease had expired when the flush ran",
+    )))
 }
 
 // A finished saga's outcome, for the row (an outcome of a later saga-core

@@ -126,8 +126,8 @@ mod schema;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use saga_core::journal::{Event, History, Outcome, Record, SagaId, SagaState, replay};
@@ -378,7 +378,11 @@ impl PgStore {
     /// expires `lease` from now, by the database's clock. Returns the sagas
     /// renewed; a claim missing from them has lost its saga (its journal is
     /// fenced: stop its run).
-    pub async fn renew(&self, claims: &[Claim], lease: Duration) -> Result<Vec<SagaId>, StoreError> {
+    pub async fn renew(
+        &self,
+        claims: &[Claim],
+        lease: Duration,
+    ) -> Result<Vec<SagaId>, StoreError> {
         let (ids, owners, epochs) = claim_arrays(claims);
         let rows = sqlx::query(
             "UPDATE saga.sagas AS s \
@@ -470,22 +474,8 @@ impl PgStore {
     /// quarantined.
     pub async fn release_quarantine(&self, id: SagaId) -> Result<(), StoreError> {
         let mut transaction = self.begin(id).await?;
-        let (_, _, quarantine) = lock_row(&mut transaction, id).await?;
-        if quarantine.is_none() {
-            return Err(StoreError::new(
-                StoreErrorKind::Replay,
-                format!("saga {id} is not quarantined"),
-            ));
-        }
-        sqlx::query(
-            "UPDATE saga.sagas SET quarantine = NULL, updated_at = clock_timestamp() \
-             WHERE id = $1::uuid",
-        )
-        .bind(id_text(id))
-        .execute(&mut *transaction)
-        .await
-        .map_err(|e| StoreError::postgres(format!("saga {id}: cannot release it"), e))?;
-        commit(transaction, id).await
+        let result = release_quarantine_in(&mut transaction, id).await;
+        finish(transaction, id, result).await
     }
 
     /// Every committed record of saga `id`, in order (none for a saga the
@@ -560,23 +550,8 @@ impl PgStore {
     /// ([`StoreErrorKind::Corrupt`]) or replayed ([`StoreErrorKind::Replay`]).
     pub async fn abandon(&self, id: SagaId, reason: &str) -> Result<(), StoreError> {
         let mut transaction = self.begin(id).await?;
-        let (state, next_seq, _) = lock_row(&mut transaction, id).await?;
-        if let SagaState::Finished(outcome) = state {
-            return Err(StoreError::new(
-                StoreErrorKind::Finished(outcome),
-                format!("saga {id} already finished ({outcome})"),
-            ));
-        }
-        let finished = Event::Finished {
-            outcome: Outcome::Abandoned,
-            message: reason.to_owned(),
-        };
-        let appended = match next_seq {
-            0 => None,
-            _ => Some(finished),
-        };
-        operator_write(&mut transaction, id, appended, "abandoned", Some(reason)).await?;
-        commit(transaction, id).await
+        let result = abandon_in(&mut transaction, id, reason).await;
+        finish(transaction, id, result).await
     }
 
     /// Reopens a saga that finished stuck (a compensation kept failing, or
@@ -592,24 +567,8 @@ impl PgStore {
     /// running).
     pub async fn reopen(&self, id: SagaId) -> Result<(), StoreError> {
         let mut transaction = self.begin(id).await?;
-        let (state, _, _) = lock_row(&mut transaction, id).await?;
-        match state {
-            SagaState::Finished(Outcome::Stuck) => {}
-            SagaState::Finished(outcome) => {
-                return Err(StoreError::new(
-                    StoreErrorKind::Finished(outcome),
-                    format!("saga {id} finished {outcome}: only a stuck saga is reopened"),
-                ));
-            }
-            _ => {
-                return Err(StoreError::new(
-                    StoreErrorKind::Replay,
-                    format!("saga {id} has not finished: only a stuck saga is reopened"),
-                ));
-            }
-        }
-        operator_write(&mut transaction, id, Some(Event::Reopened), "unwinding", None).await?;
-        commit(transaction, id).await
+        let result = reopen_in(&mut transaction, id).await;
+        finish(transaction, id, result).await
     }
 
     async fn begin(&self, id: SagaId) -> Result<Transaction<'static, Postgres>, StoreError> {
@@ -678,8 +637,8 @@ async fn operator_write(
         )
         .bind(id_text(id))
         .bind(record.seq as i64)
+        .bind(&body)
         .bind(checksum(id, record.seq, &body))
-        .bind(body)
         .execute(&mut **transaction)
         .await
         .map_err(postgres)?;
@@ -701,11 +660,96 @@ async fn operator_write(
     Ok(())
 }
 
-async fn commit(transaction: Transaction<'static, Postgres>, id: SagaId) -> Result<(), StoreError> {
-    transaction
-        .commit()
-        .await
-        .map_err(|e| StoreError::postgres(format!("saga {id}: cannot commit the change"), e))
+/// Commits an operator's change that succeeded, and rolls back one that
+/// failed at once (so that the row's lock is not held until the pool gets
+/// round to it).
+async fn finish(
+    transaction: Transaction<'static, Postgres>,
+    id: SagaId,
+    result: Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => transaction
+            .commit()
+            .await
+            .map_err(|e| StoreError::postgres(format!("saga {id}: cannot commit the change"), e)),
+        Err(error) => {
+            // The connection rolls back when it returns to the pool even if
+            // this fails.
+            let _ = transaction.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+async fn release_quarantine_in(
+    transaction: &mut Transaction<'static, Postgres>,
+    id: SagaId,
+) -> Result<(), StoreError> {
+    let (_, _, quarantine) = lock_row(transaction, id).await?;
+    if quarantine.is_none() {
+        return Err(StoreError::new(
+            StoreErrorKind::Replay,
+            format!("saga {id} is not quarantined"),
+        ));
+    }
+    sqlx::query(
+        "UPDATE saga.sagas SET quarantine = NULL, updated_at = clock_timestamp() \
+             WHERE id = $1::uuid",
+    )
+    .bind(id_text(id))
+    .execute(&mut **transaction)
+    .await
+    .map_err(|e| StoreError::postgres(format!("saga {id}: cannot release it"), e))?;
+    Ok(())
+}
+
+async fn abandon_in(
+    transaction: &mut Transaction<'static, Postgres>,
+    id: SagaId,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let (state, next_seq, _) = lock_row(transaction, id).await?;
+    if let SagaState::Finished(outcome) = state {
+        return Err(StoreError::new(
+            StoreErrorKind::Finished(outcome),
+            format!("saga {id} already finished ({outcome})"),
+        ));
+    }
+    let finished = Event::Finished {
+        outcome: Outcome::Abandoned,
+        message: reason.to_owned(),
+    };
+    let appended = match next_seq {
+        0 => None,
+        _ => Some(finished),
+    };
+    operator_write(transaction, id, appended, "abandoned", Some(reason)).await?;
+    Ok(())
+}
+
+async fn reopen_in(
+    transaction: &mut Transaction<'static, Postgres>,
+    id: SagaId,
+) -> Result<(), StoreError> {
+    let (state, _, _) = lock_row(transaction, id).await?;
+    match state {
+        SagaState::Finished(Outcome::Stuck) => {}
+        SagaState::Finished(outcome) => {
+            return Err(StoreError::new(
+                StoreErrorKind::Finished(outcome),
+                format!("saga {id} finished {outcome}: only a stuck saga is reopened"),
+            ));
+        }
+        _ => {
+            return Err(StoreError::new(
+                StoreErrorKind::Replay,
+                format!("saga {id} has not finished: only a stuck saga is reopened"),
+            ));
+        }
+    }
+    operator_write(transaction, id, Some(Event::Reopened), "unwinding", None).await?;
+    Ok(())
 }
 
 async fn read_records(
@@ -803,7 +847,10 @@ fn summary(row: &PgRow) -> Result<SagaSummary, StoreError> {
 
 fn claim_arrays(claims: &[Claim]) -> (Vec<String>, Vec<String>, Vec<i64>) {
     let ids = claims.iter().map(|claim| id_text(claim.id)).collect();
-    let owners = claims.iter().map(|claim| claim.owner().to_owned()).collect();
+    let owners = claims
+        .iter()
+        .map(|claim| claim.owner().to_owned())
+        .collect();
     let epochs = claims.iter().map(|claim| claim.epoch as i64).collect();
     (ids, owners, epochs)
 }
@@ -892,4 +939,28 @@ pub(crate) fn checksum(saga: SagaId, seq: u64, body: &[u8]) -> i64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash as i64
+}
+
+#[cfg(test)]
+mod send_checks {
+    use super::*;
+
+    fn send<T: Send>(_: T) {}
+
+    #[allow(dead_code)]
+    fn futures_are_send(store: &PgStore, claim: &Claim) {
+        send(store.migrate());
+        send(store.create(SagaId(1), "", Duration::ZERO));
+        send(store.claim("", Duration::ZERO, 1));
+        send(store.renew(&[], Duration::ZERO));
+        send(store.release(&[]));
+        send(store.quarantine(claim, ""));
+        send(store.release_quarantine(SagaId(1)));
+        send(store.records(SagaId(1)));
+        send(store.history(SagaId(1)));
+        send(store.unfinished());
+        send(store.list(None));
+        send(store.abandon(SagaId(1), ""));
+        send(store.reopen(SagaId(1)));
+    }
 }

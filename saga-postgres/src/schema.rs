@@ -1,7 +1,7 @@
 //! The embedded migration: the `saga` schema, its tables and indexes,
 //! created if they are not there.
 
-use sqlx::PgPool;
+use sqlx::{Executor as _, PgPool};
 
 use crate::{StoreError, StoreErrorKind};
 
@@ -68,17 +68,18 @@ pub(crate) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         .await
         .map_err(|e| postgres("cannot take the migration lock", e))?;
     // A newer version's tables are left as they are: checked first.
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('saga.schema_version') IS NOT NULL")
-            .fetch_one(&mut *transaction)
-            .await
-            .map_err(|e| postgres("cannot look for the schema", e))?;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('saga.schema_version') IS NOT NULL")
+        .fetch_one(&mut *transaction)
+        .await
+        .map_err(|e| postgres("cannot look for the schema", e))?;
     if exists {
         let version: Option<i32> = sqlx::query_scalar("SELECT version FROM saga.schema_version")
             .fetch_optional(&mut *transaction)
             .await
             .map_err(|e| postgres("cannot read the schema version", e))?;
         if let Some(version) = version.filter(|&version| version != SCHEMA_VERSION) {
+            // Let go of the lock now, not when the pool gets round to it.
+            let _ = transaction.rollback().await;
             return Err(StoreError::new(
                 StoreErrorKind::Schema,
                 format!(
@@ -88,15 +89,18 @@ pub(crate) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
             ));
         }
     }
-    sqlx::raw_sql(SCHEMA)
-        .execute(&mut *transaction)
+    // A plain string runs as a simple query: every statement in it.
+    (&mut *transaction)
+        .execute(SCHEMA)
         .await
         .map_err(|e| postgres("cannot create the tables", e))?;
-    sqlx::query("INSERT INTO saga.schema_version (version) VALUES ($1) ON CONFLICT (one) DO NOTHING")
-        .bind(SCHEMA_VERSION)
-        .execute(&mut *transaction)
-        .await
-        .map_err(|e| postgres("cannot write the schema version", e))?;
+    sqlx::query(
+        "INSERT INTO saga.schema_version (version) VALUES ($1) ON CONFLICT (one) DO NOTHING",
+    )
+    .bind(SCHEMA_VERSION)
+    .execute(&mut *transaction)
+    .await
+    .map_err(|e| postgres("cannot write the schema version", e))?;
     transaction
         .commit()
         .await
