@@ -2,7 +2,7 @@
 //! sagas driven by many workers at once: leases say which worker drives
 //! which saga, and fencing keeps a worker that lost its lease from writing.
 //!
-//! A [`PgStore`] wraps the [`PgPool`](sqlx::PgPool) you already hold. Its
+//! A [`PgStore`] wraps the [`PgPool`] you already hold. Its
 //! tables live in their own PostgreSQL schema, `saga`, created by
 //! [`PgStore::migrate`] (or [`PgStore::open`]). A worker
 //! [creates](PgStore::create) a saga, or [claims](PgStore::claim) sagas
@@ -378,9 +378,9 @@ impl PgStore {
     /// expires `lease` from now, by the database's clock. Returns the sagas
     /// renewed; a claim missing from them has lost its saga (its journal is
     /// fenced: stop its run).
-    pub async fn renew(
+    pub async fn renew<'a>(
         &self,
-        claims: &[Claim],
+        claims: impl IntoIterator<Item = &'a Claim>,
         lease: Duration,
     ) -> Result<Vec<SagaId>, StoreError> {
         let (ids, owners, epochs) = claim_arrays(claims);
@@ -406,7 +406,10 @@ impl PgStore {
     /// still holds is left with no owner and a lease that expired now, so
     /// that any worker can claim it at once. Returns the sagas released.
     /// The claims' journals are fenced from then on.
-    pub async fn release(&self, claims: &[Claim]) -> Result<Vec<SagaId>, StoreError> {
+    pub async fn release<'a>(
+        &self,
+        claims: impl IntoIterator<Item = &'a Claim>,
+    ) -> Result<Vec<SagaId>, StoreError> {
         let (ids, owners, epochs) = claim_arrays(claims);
         let rows = sqlx::query(
             "UPDATE saga.sagas AS s \
@@ -618,7 +621,7 @@ async fn operator_write(
     let postgres = |e| StoreError::postgres(format!("saga {id}: cannot write the change"), e);
     let mut next_seq = 0;
     if let Some(event) = event {
-        let records = read_records(&mut **transaction, id).await?;
+        let records = read_records(transaction, id).await?;
         let mut history = history_of(id, &records)?;
         let record = Record {
             seq: history.next_seq(),
@@ -845,13 +848,15 @@ fn summary(row: &PgRow) -> Result<SagaSummary, StoreError> {
     })
 }
 
-fn claim_arrays(claims: &[Claim]) -> (Vec<String>, Vec<String>, Vec<i64>) {
-    let ids = claims.iter().map(|claim| id_text(claim.id)).collect();
-    let owners = claims
-        .iter()
-        .map(|claim| claim.owner().to_owned())
-        .collect();
-    let epochs = claims.iter().map(|claim| claim.epoch as i64).collect();
+fn claim_arrays<'a>(
+    claims: impl IntoIterator<Item = &'a Claim>,
+) -> (Vec<String>, Vec<String>, Vec<i64>) {
+    let (mut ids, mut owners, mut epochs) = (Vec::new(), Vec::new(), Vec::new());
+    for claim in claims {
+        ids.push(id_text(claim.id));
+        owners.push(claim.owner().to_owned());
+        epochs.push(claim.epoch as i64);
+    }
     (ids, owners, epochs)
 }
 
@@ -952,8 +957,8 @@ mod send_checks {
         send(store.migrate());
         send(store.create(SagaId(1), "", Duration::ZERO));
         send(store.claim("", Duration::ZERO, 1));
-        send(store.renew(&[], Duration::ZERO));
-        send(store.release(&[]));
+        send(store.renew([claim], Duration::ZERO));
+        send(store.release(vec![claim]));
         send(store.quarantine(claim, ""));
         send(store.release_quarantine(SagaId(1)));
         send(store.records(SagaId(1)));

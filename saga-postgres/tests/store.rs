@@ -400,14 +400,8 @@ async fn a_journal_whose_lease_was_taken_over_is_fenced_and_writes_nothing() {
         [created("fenced"), started(1, 0)]
     );
     // The old claim can no longer renew, release nor quarantine it.
-    assert!(
-        store
-            .renew(&[claim.clone()], LONG)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(store.release(&[claim.clone()]).await.unwrap().is_empty());
+    assert!(store.renew([&claim], LONG).await.unwrap().is_empty());
+    assert!(store.release([&claim]).await.unwrap().is_empty());
     let error = store.quarantine(&claim, "x").await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Fenced, "{error}");
 
@@ -511,7 +505,7 @@ async fn renewing_extends_a_lease_and_releasing_hands_the_saga_back_at_once() {
     // A renewed claim's journal still writes.
     write(&mut first_journal, &[started(1, 0)]).await.unwrap();
     // A lost claim is not renewed.
-    assert!(store.renew(&[lost.clone()], LONG).await.unwrap().is_empty());
+    assert!(store.renew([&lost], LONG).await.unwrap().is_empty());
 
     // Release: claimable at once by another worker, at the next epoch.
     let released = store.release(&claims).await.unwrap();
