@@ -10,7 +10,8 @@ use saga_core::journal::{SagaContext, SagaId, SagaState};
 ///
 /// A claim comes from [`PgStore::create`](crate::PgStore::create) (a new
 /// saga, epoch 1) or [`PgStore::claim`](crate::PgStore::claim) (an
-/// unfinished saga whose lease had expired). It holds the saga while its
+/// unfinished saga whose lease had expired or was released, or one
+/// [submitted](crate::PgStore::submit) for any worker). It holds the saga while its
 /// lease lasts, as the database's clock judges it:
 /// [`renew`](crate::PgStore::renew) it before it expires, and
 /// [`release`](crate::PgStore::release) it to hand the saga back. Once the
@@ -72,8 +73,9 @@ impl Claim {
         self.state
     }
 
-    /// How many times the saga was claimed after its creation (each claim
-    /// counts one, including the claim that returned this).
+    /// How many times the saga was taken over: claims after its first
+    /// hold, including the claim that returned this one (the first claim
+    /// of a [submitted](crate::PgStore::submit) saga is its first hold).
     pub fn recoveries(&self) -> u64 {
         self.recoveries
     }

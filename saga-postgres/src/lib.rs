@@ -122,6 +122,7 @@ mod claim;
 mod error;
 mod journal;
 mod schema;
+mod worker;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -130,7 +131,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use saga_core::journal::{Event, History, Outcome, Record, SagaId, SagaState, replay};
+use saga_core::journal::{Event, History, Outcome, Record, SagaId, SagaState, Start, replay};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row as _, Transaction};
 use tokio::runtime::Handle;
@@ -138,6 +139,7 @@ use tokio::runtime::Handle;
 pub use claim::Claim;
 pub use error::{StoreError, StoreErrorKind};
 pub use journal::PgJournal;
+pub use worker::{NotRun, Worker, WorkerReport};
 
 /// A PostgreSQL store of saga journals, over the application's pool.
 ///
@@ -190,7 +192,9 @@ pub struct SagaSummary {
     /// How long its lease has left, by the database's clock (`None`: no
     /// lease, or it expired).
     pub lease_left: Option<Duration>,
-    /// How many times it was claimed after its creation.
+    /// How many times it was claimed after its first hold (by
+    /// [`create`](PgStore::create), or the first claim of a
+    /// [submitted](PgStore::submit) saga): how often a worker took it over.
     pub recoveries: u64,
     /// How many records it has.
     pub records: u64,
@@ -314,6 +318,59 @@ impl PgStore {
         })
     }
 
+    /// Submits saga `id` for any worker to run: writes its row, with no
+    /// owner and claimable at once (epoch 0), and its first record,
+    /// [`Created`](Event::Created) with `start` and the saga's
+    /// `fingerprint` ([`Saga::fingerprint`](saga_core::Saga::fingerprint)),
+    /// in one transaction. The worker that [claims](PgStore::claim) it
+    /// resumes it from that record: [`Saga::resume`](saga_core::Saga::resume)
+    /// of a history with no step runs the saga from its first step.
+    ///
+    /// Fails with [`StoreErrorKind::Exists`] when the store has a saga of
+    /// this id.
+    pub async fn submit(
+        &self,
+        id: SagaId,
+        start: &Start,
+        fingerprint: u64,
+    ) -> Result<(), StoreError> {
+        let record = Record {
+            seq: 0,
+            event: Event::Created {
+                definition: start.definition.clone(),
+                version: start.version,
+                fingerprint,
+                parameters: start.parameters.clone(),
+            },
+        };
+        let body = record.to_bytes();
+        let submitted = sqlx::query(
+            "WITH saga AS ( \
+                 INSERT INTO saga.sagas (id, definition, version, next_seq) \
+                 VALUES ($1::uuid, $2, $3, 1) \
+                 ON CONFLICT (id) DO NOTHING \
+                 RETURNING id \
+             ) \
+             INSERT INTO saga.records (saga_id, seq, body, checksum) \
+             SELECT id, 0, $4, $5 FROM saga",
+        )
+        .bind(id_text(id))
+        .bind(&start.definition)
+        .bind(i64::from(start.version))
+        .bind(&body)
+        .bind(checksum(id, 0, &body))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::postgres(format!("saga {id}: cannot submit it"), e))?;
+        match submitted.rows_affected() {
+            0 => Err(StoreError::new(
+                StoreErrorKind::Exists,
+                format!("saga {id} is already in the store"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Claims for `owner`, for `lease`, up to `limit` unfinished sagas whose
     /// lease has expired or was released (and that are not
     /// [quarantined](PgStore::quarantine)), oldest lease first.
@@ -322,7 +379,8 @@ impl PgStore {
     /// LOCKED` (so that two claimers never take the same saga: each skips
     /// what the other locked), and for each it raises the epoch by one,
     /// sets the owner and `lease_expires_at = clock_timestamp() + lease`,
-    /// and counts one more recovery. Resume each claimed saga from its
+    /// and counts one more recovery (except for the first claim of a
+    /// [submitted](PgStore::submit) saga, at epoch 0). Resume each claimed saga from its
     /// [`history`](PgStore::history).
     pub async fn claim(
         &self,
@@ -343,7 +401,7 @@ impl PgStore {
                  owner = $1, \
                  epoch = s.epoch + 1, \
                  lease_expires_at = clock_timestamp() + $2 * interval '1 microsecond', \
-                 recoveries = s.recoveries + 1, \
+                 recoveries = s.recoveries + CASE WHEN s.epoch > 0 THEN 1 ELSE 0 END, \
                  updated_at = clock_timestamp() \
              FROM picked WHERE s.id = picked.id \
              RETURNING s.id::text AS id, s.epoch, s.next_seq, s.state, s.recoveries",
