@@ -149,7 +149,7 @@ async fn two_workers_drive_submitted_sagas_each_step_once() {
     assert_eq!(ra.store_errors + rb.store_errors, 0, "{ra:?} {rb:?}");
     assert_eq!(ra.released + rb.released, 0);
     // Each step of each saga ran once, at epoch 1 (the first claim).
-    let ran = world.ran.lock().unwrap();
+    let ran = world.ran.lock().unwrap().clone();
     assert_eq!(ran.len(), SAGAS * 2);
     for id in &ids {
         for step in 0..2 {
@@ -216,7 +216,7 @@ async fn a_graceful_shutdown_hands_sagas_back_and_the_next_worker_finishes_them(
         assert_eq!(history.step(1).action_attempts, 1);
     }
     // Each step's action completed once, at epoch 2.
-    let ran = world.ran.lock().unwrap();
+    let ran = world.ran.lock().unwrap().clone();
     assert_eq!(ran.len(), 6);
     assert!(ran.values().all(|epochs| epochs == &[2]), "{ran:?}");
 }
