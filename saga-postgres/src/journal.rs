@@ -254,7 +254,8 @@ SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM written) AS
 
 /// Why the fence did not match: read after the fact, to word the error.
 const DIAGNOSE: &str = "
-SELECT owner, epoch, next_seq, COALESCE(lease_expires_at > clock_timestamp(), false) AS live
+SELECT owner, epoch, next_seq, state,
+    COALESCE(lease_expires_at > clock_timestamp(), false) AS live
 FROM saga.sagas WHERE id = $1::uuid
 ";
 
@@ -323,6 +324,7 @@ async fn flush(pool: PgPool, batch: Batch) -> Result<(), JournalError> {
     let epoch: i64 = now.try_get("epoch").map_err(postgres)?;
     let next_seq: i64 = now.try_get("next_seq").map_err(postgres)?;
     let live: bool = now.try_get("live").map_err(postgres)?;
+    let state: String = now.try_get("state").map_err(postgres)?;
     let fenced = |why: String| {
         JournalError::new(
             JournalErrorKind::Fenced,
@@ -332,6 +334,9 @@ async fn flush(pool: PgPool, batch: Batch) -> Result<(), JournalError> {
             ),
         )
     };
+    if !matches!(state.as_str(), "forward" | "unwinding") {
+        return Err(fenced(format!("the saga finished ({state})")));
+    }
     if epoch as u64 != batch.epoch {
         let holder = owner.as_deref().unwrap_or("no worker");
         return Err(fenced(format!(
@@ -339,7 +344,9 @@ async fn flush(pool: PgPool, batch: Batch) -> Result<(), JournalError> {
         )));
     }
     if owner.as_deref() != Some(&*batch.owner) {
-        return Err(fenced(String::from("the lease was released or given up")));
+        return Err(fenced(String::from(
+            "the lease was released (or the saga quarantined)",
+        )));
     }
     if !live {
         return Err(fenced(String::from("the lease expired")));

@@ -27,6 +27,9 @@ use saga_postgres::{Claim, PgJournal, PgStore, StoreErrorKind};
 use cluster::Cluster;
 
 const LONG: Duration = Duration::from_secs(600);
+/// A lease a test lets expire: long enough for what the test does while
+/// it holds (a few statements) even on a loaded machine.
+const SHORT: Duration = Duration::from_millis(1500);
 
 async fn setup() -> Option<(Cluster, PgStore)> {
     let cluster = Cluster::start()?;
@@ -205,7 +208,7 @@ async fn claims_take_only_unfinished_sagas_whose_lease_expired_and_raise_the_epo
     let Some((_cluster, store)) = setup().await else {
         return;
     };
-    let short = Duration::from_millis(200);
+    let short = SHORT;
     let held = saga_with(&store, "a", LONG, &[created("held")]).await;
     let lapsed = saga_with(&store, "a", short, &[created("lapsed"), started(1, 0)]).await;
     let unwinding = saga_with(
@@ -352,7 +355,7 @@ async fn a_journal_whose_lease_was_taken_over_is_fenced_and_writes_nothing() {
     let Some((_cluster, store)) = setup().await else {
         return;
     };
-    let short = Duration::from_millis(300);
+    let short = SHORT;
     let claim = store.create(store.new_id(), "old", short).await.unwrap();
     let id = claim.id();
     let mut journal = store.journal(&claim);
@@ -418,6 +421,10 @@ async fn a_journal_whose_lease_was_taken_over_is_fenced_and_writes_nothing() {
     // A finished saga's journal is fenced: finishing released it.
     let error = write(&mut current, &[started(4, 1)]).await.unwrap_err();
     assert_eq!(error.kind(), JournalErrorKind::Fenced, "{error}");
+    assert!(
+        error.to_string().contains("finished (committed)"),
+        "{error}"
+    );
     // A journal of a live claim whose numbers do not follow: refused, not
     // fenced.
     let live = saga_with(&store, "n", LONG, &[created("live")]).await;
@@ -480,9 +487,9 @@ async fn renewing_extends_a_lease_and_releasing_hands_the_saga_back_at_once() {
     let Some((_cluster, store)) = setup().await else {
         return;
     };
-    let short = Duration::from_millis(300);
+    let short = SHORT;
     let (first, mut first_journal) = saga_and_journal(&store, "w", short, &[created("a")]).await;
-    let second = saga_with(&store, "w", short, &[created("b")]).await;
+    let (second, mut second_journal) = saga_and_journal(&store, "w", short, &[created("b")]).await;
     let lost = saga_with(&store, "w", short, &[created("c")]).await;
     let claims = vec![first.clone(), second.clone()];
     let started_at = Instant::now();
@@ -517,6 +524,12 @@ async fn renewing_extends_a_lease_and_releasing_hands_the_saga_back_at_once() {
             .filter(|s| ids.contains(&s.id))
             .all(|s| s.owner.is_none())
     );
+    // Released, not yet claimed again: its journal is fenced already.
+    let error = write(&mut second_journal, &[started(1, 0)])
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), JournalErrorKind::Fenced, "{error}");
+    assert!(error.to_string().contains("released"), "{error}");
     let taken = store.claim("y", LONG, 10).await.unwrap();
     assert_eq!(taken.iter().map(Claim::id).collect::<Vec<_>>(), ids);
     assert!(taken.iter().all(|claim| claim.epoch() == 2));
@@ -525,6 +538,7 @@ async fn renewing_extends_a_lease_and_releasing_hands_the_saga_back_at_once() {
         .await
         .unwrap_err();
     assert_eq!(error.kind(), JournalErrorKind::Fenced, "{error}");
+    assert!(error.to_string().contains("epoch 2"), "{error}");
     // Releasing again (the claims are stale) releases nothing.
     assert!(store.release(&claims).await.unwrap().is_empty());
     assert_eq!(store.records(first.id()).await.unwrap().len(), 2);
@@ -663,6 +677,10 @@ async fn operators_list_abandon_and_reopen() {
     };
     let error = write(&mut journal, &[compensation]).await.unwrap_err();
     assert_eq!(error.kind(), JournalErrorKind::Fenced, "{error}");
+    assert!(
+        error.to_string().contains("finished (abandoned)"),
+        "{error}"
+    );
     assert_eq!(store.records(unwinding.id()).await.unwrap().len(), 5);
     let error = store.abandon(unwinding.id(), "again").await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Finished(Outcome::Abandoned));
