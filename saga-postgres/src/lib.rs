@@ -14,6 +14,15 @@
 //! sagas, [abandons](PgStore::abandon) one, or [reopens](PgStore::reopen)
 //! a stuck one, with the same meaning as in `saga-sqlite`.
 //!
+//! Most applications do not handle claims themselves: a [`Worker`] puts a
+//! store and a [`Registry`](saga_core::journal::Registry) of saga
+//! definitions together. Any process [submits](Worker::submit) a saga by
+//! its definition's name and parameters; each worker, in one future
+//! ([`Worker::run`]), claims sagas (new ones, and those other workers
+//! left), builds each again through the registry and resumes it from its
+//! journal, drives many at once, renews their leases, and hands back what
+//! it still holds when it stops.
+//!
 //! # Leases
 //!
 //! Each saga's row names its *owner* (a worker's name, chosen by the
@@ -75,11 +84,40 @@
 //! record that does not decode, does not match its checksum, or follows a
 //! missing one.
 //!
+//! # Operators
+//!
+//! [`PgStore::list`] shows each saga (or those in one state) with its
+//! owner, lease, age, recoveries and last error, read from the sagas' rows
+//! (each flush keeps its saga's row up to date). [`PgStore::abandon`] gives
+//! a saga up and [`PgStore::reopen`] has a stuck one compensated again, as
+//! in `saga-sqlite`; both lock the saga's row, write their record, and
+//! fence whatever worker still drove it. [`PgStore::quarantine`] sets aside
+//! a saga that cannot be resumed (a [`Worker`] does so with the reason), and
+//! [`PgStore::release_quarantine`] lets it be claimed again.
+//!
+//! # Schema
+//!
+//! In the PostgreSQL schema `saga`:
+//!
+//! - `saga.sagas`, one row per saga: `id` (`uuid`), `definition`,
+//!   `version`, `state` (`forward`, `unwinding`, `committed`,
+//!   `compensated`, `stuck` or `abandoned`), `owner`, `epoch`,
+//!   `lease_expires_at`, `recoveries`, `next_seq`, `created_at`,
+//!   `updated_at`, `last_error`, `quarantine`;
+//! - `saga.records`, one row per record, primary key `(saga_id, seq)`:
+//!   `body` (the record's bytes), `checksum`, `written_at`;
+//! - `saga.schema_version`, the version of these tables.
+//!
+//! They are plain tables: an operator may read them with `psql`.
+//! Writing to them other than through this crate voids the guarantees.
+//!
 //! # Runtime
 //!
 //! The store needs a Tokio runtime, as `sqlx` does: make it inside one. Its
 //! calls are `async`. A journal's flush runs as a task on that runtime, so
-//! the saga runs themselves may be polled by any executor.
+//! the saga runs themselves may be polled by any executor. Each flush is
+//! one statement on a connection from the pool (there is no group commit
+//! yet): size the pool for the flushes that run at once.
 //!
 //! # Examples
 //!
