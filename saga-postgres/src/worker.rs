@@ -165,6 +165,14 @@ impl WorkerReport {
     }
 }
 
+/// A saga the worker drives.
+struct Running {
+    claim: Claim,
+    handle: AbortHandle,
+    /// A renewal did not include it: its task was aborted.
+    lost: bool,
+}
+
 /// How one saga's task ended.
 enum Done {
     /// The run ended: the saga finished, or its journal failed.
@@ -285,7 +293,7 @@ where
     /// expire).
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> WorkerReport {
         let mut report = WorkerReport::default();
-        let mut running: HashMap<SagaId, (Claim, AbortHandle)> = HashMap::new();
+        let mut running: HashMap<SagaId, Running> = HashMap::new();
         let mut tasks: HashMap<Id, SagaId> = HashMap::new();
         let mut set: JoinSet<Done> = JoinSet::new();
         let mut claim_tick = interval(self.claim_every);
@@ -316,25 +324,24 @@ where
                                 let id = claim.id();
                                 let handle = set.spawn(self.drive(claim.clone()));
                                 tasks.insert(handle.id(), id);
-                                running.insert(id, (claim, handle));
+                                running.insert(id, Running { claim, handle, lost: false });
                             }
                         }
                         Err(error) => report.store_error(error),
                     }
                 }
-                _ = renew_tick.tick(), if !running.is_empty() => {
-                    let claims: Vec<&Claim> = running.values().map(|(claim, _)| claim).collect();
+                _ = renew_tick.tick(), if running.values().any(|run| !run.lost) => {
+                    let claims = running.values().filter(|run| !run.lost).map(|run| &run.claim);
                     match self.store.renew(claims, self.lease).await {
                         Ok(renewed) => {
-                            let lost: Vec<SagaId> = running
-                                .keys()
-                                .filter(|id| renewed.binary_search(id).is_err())
-                                .copied()
-                                .collect();
-                            for id in lost {
-                                if let Some((_, handle)) = running.remove(&id) {
-                                    handle.abort();
-                                    report.lost += 1;
+                            // Not renewed: taken over, abandoned, or just
+                            // finished (its last flush let go of it). A
+                            // task that has not ended is stopped; the join
+                            // says which it was.
+                            for (id, run) in running.iter_mut() {
+                                if !run.lost && renewed.binary_search(id).is_err() {
+                                    run.lost = true;
+                                    run.handle.abort();
                                 }
                             }
                         }
@@ -359,7 +366,12 @@ where
             left.extend(settle(joined, &mut running, &mut tasks, &mut report));
         }
         // Every task was settled above: nothing should be left running.
-        left.extend(running.into_values().map(|(claim, _)| claim));
+        left.extend(
+            running
+                .into_values()
+                .filter(|run| !run.lost)
+                .map(|run| run.claim),
+        );
         if !left.is_empty() {
             match self.store.release(&left).await {
                 Ok(released) => report.released += released.len() as u64,
@@ -415,7 +427,7 @@ where
 /// Accounts for a task that ended: the claim to hand back, if it is to be.
 fn settle(
     joined: Result<(Id, Done), tokio::task::JoinError>,
-    running: &mut HashMap<SagaId, (Claim, AbortHandle)>,
+    running: &mut HashMap<SagaId, Running>,
     tasks: &mut HashMap<Id, SagaId>,
     report: &mut WorkerReport,
 ) -> Option<Claim> {
@@ -424,8 +436,7 @@ fn settle(
         Err(error) => (error.id(), None),
     };
     let id = tasks.remove(&task)?;
-    // Gone already when its lease was lost (its task was aborted then).
-    let (claim, _) = running.remove(&id)?;
+    let Running { claim, lost, .. } = running.remove(&id)?;
     let release = match done {
         Some(Done::Ran(JournalEnd::Finished)) => {
             report.finished += 1;
@@ -447,6 +458,11 @@ fn settle(
         Some(Done::Store(error)) => {
             report.store_error(error);
             true
+        }
+        // Aborted when its lease was lost.
+        None if lost => {
+            report.lost += 1;
+            false
         }
         // Aborted at shutdown, or panicked.
         None => true,

@@ -29,6 +29,8 @@ struct World {
     /// (saga, step) -> the epochs each action ran at.
     ran: Mutex<BTreeMap<(SagaId, usize), Vec<u64>>>,
     hang: AtomicBool,
+    /// Step 0 takes 300 ms.
+    slow: AtomicBool,
     /// Hanging steps dropped (their task stopped).
     dropped: AtomicU32,
 }
@@ -56,6 +58,9 @@ fn registry(world: &Arc<World>) -> Registry<String> {
                         let world = Arc::clone(&world);
                         async move {
                             let _ = amount;
+                            if step == 0 && world.slow.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
                             if step == 0 && world.hang.load(Ordering::SeqCst) {
                                 let _guard = OnDrop(Arc::clone(&world));
                                 std::future::pending::<()>().await;
@@ -219,6 +224,31 @@ async fn a_graceful_shutdown_hands_sagas_back_and_the_next_worker_finishes_them(
     let ran = world.ran.lock().unwrap().clone();
     assert_eq!(ran.len(), 6);
     assert!(ran.values().all(|epochs| epochs == &[2]), "{ran:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_grace_period_a_stopping_worker_finishes_what_it_runs() {
+    let Some((_cluster, store)) = setup().await else {
+        return;
+    };
+    let world = Arc::new(World::default());
+    world.slow.store(true, Ordering::SeqCst);
+    let a = worker(&store, &world, "a").grace(Duration::from_secs(20));
+    for amount in 0..2_u64 {
+        a.submit("pay", &amount).await.unwrap();
+    }
+    // Asked to stop while both sagas are in their slow first step.
+    let report = a
+        .run(until(&store, |list| {
+            list.iter()
+                .all(|s| s.owner.as_deref() == Some("a") && s.records == 2)
+        }))
+        .await;
+    assert_eq!((report.claimed, report.finished), (2, 2), "{report:?}");
+    assert_eq!(report.released, 0, "{report:?}");
+    for summary in store.list(None).await.unwrap() {
+        assert_eq!(summary.state, SagaState::Finished(Outcome::Committed));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
