@@ -1043,12 +1043,74 @@ pub(crate) fn checksum(saga: SagaId, seq: u64, body: &[u8]) -> i64 {
 }
 
 #[cfg(test)]
-mod send_checks {
+mod tests {
     use super::*;
+
+    #[test]
+    fn ids_read_back_as_postgres_writes_them() {
+        let id = SagaId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        assert_eq!(id_text(id), "0123456789abcdef0011223344556677");
+        // PostgreSQL shows a uuid with hyphens.
+        let shown = "01234567-89ab-cdef-0011-223344556677";
+        assert_eq!(parse_id(shown).unwrap(), id);
+        assert_eq!(parse_id(&id_text(id)).unwrap(), id);
+        for bad in ["", "0123", "zz234567-89ab-cdef-0011-223344556677"] {
+            assert_eq!(parse_id(bad).unwrap_err().kind(), StoreErrorKind::Corrupt);
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_their_column() {
+        let states = [
+            SagaState::Forward,
+            SagaState::Unwinding,
+            SagaState::Finished(Outcome::Committed),
+            SagaState::Finished(Outcome::Compensated),
+            SagaState::Finished(Outcome::Stuck),
+            SagaState::Finished(Outcome::Abandoned),
+        ];
+        for state in states {
+            assert_eq!(parse_state(state_name(state)).unwrap(), state);
+        }
+        assert!(parse_state("running").is_err());
+    }
+
+    #[test]
+    fn the_checksum_covers_the_saga_the_number_and_the_bytes() {
+        let sum = checksum(SagaId(1), 2, b"abc");
+        assert_eq!(sum, checksum(SagaId(1), 2, b"abc"));
+        assert_ne!(sum, checksum(SagaId(2), 2, b"abc"));
+        assert_ne!(sum, checksum(SagaId(1), 3, b"abc"));
+        assert_ne!(sum, checksum(SagaId(1), 2, b"abd"));
+        let record = Record {
+            seq: 2,
+            event: Event::Reopened,
+        };
+        let body = record.to_bytes();
+        let good = checksum(SagaId(1), 2, &body);
+        assert_eq!(decode(SagaId(1), 2, 2, &body, good).unwrap(), record);
+        let error = decode(SagaId(1), 2, 2, &body, good ^ 1).unwrap_err();
+        assert_eq!(error.kind(), StoreErrorKind::Corrupt);
+        assert!(
+            error
+                .to_string()
+                .contains("record 2 does not match its checksum")
+        );
+        let error = decode(SagaId(1), 3, 2, &body, good).unwrap_err();
+        assert!(error.to_string().contains("record 2 is missing"), "{error}");
+    }
+
+    #[test]
+    fn durations_become_microseconds() {
+        assert_eq!(micros(Duration::from_millis(1500)), 1_500_000);
+        assert_eq!(micros(Duration::MAX), i64::MAX);
+        assert_eq!(time(1_000_000), UNIX_EPOCH + Duration::from_secs(1));
+    }
 
     fn send<T: Send>(_: T) {}
 
-    #[allow(dead_code)]
+    // Compiled, not run: the store's futures can be spawned.
+    #[allow(dead_code, reason = "a compile-time check")]
     fn futures_are_send(store: &PgStore, claim: &Claim) {
         send(store.migrate());
         send(store.create(SagaId(1), "", Duration::ZERO));
@@ -1063,5 +1125,13 @@ mod send_checks {
         send(store.list(None));
         send(store.abandon(SagaId(1), ""));
         send(store.reopen(SagaId(1)));
+        send(store.submit(SagaId(1), &Start::new("", 0, Vec::new()), 0));
+    }
+
+    // Compiled, not run: a worker's future can be spawned.
+    #[allow(dead_code, reason = "a compile-time check")]
+    fn worker_futures_are_send(worker: &Worker<String>) {
+        send(worker.submit("x", &1_u64));
+        send(worker.run(std::future::pending::<()>()));
     }
 }
