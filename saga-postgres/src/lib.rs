@@ -526,6 +526,12 @@ impl PgStore {
     /// The journal of `claim`'s saga: its records are numbered on from
     /// [`Claim::next_seq`], and written only while the claim holds the
     /// saga (see [`PgJournal`]).
+    ///
+    /// Take one journal per claim, and keep it for the claim's run: the
+    /// claim's `next_seq` is what it was when the saga was claimed, so a
+    /// second journal of a claim whose first one wrote records would be
+    /// refused (with a [`Storage`](saga_core::journal::JournalErrorKind::Storage)
+    /// error, writing nothing).
     pub fn journal(&self, claim: &Claim) -> PgJournal {
         PgJournal::new(self.pool.clone(), self.runtime.clone(), claim)
     }
