@@ -236,7 +236,9 @@ where
 
     /// How long, once asked to stop, it goes on driving (and renewing)
     /// the sagas it runs, claiming no more, before it stops them and hands
-    /// them back.
+    /// them back. Without one (the default), a run that had just written
+    /// its last record but not yet returned is stopped too, and counted as
+    /// handed back rather than finished (the store says it finished).
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self

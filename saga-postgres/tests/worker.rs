@@ -123,8 +123,12 @@ async fn two_workers_drive_submitted_sagas_each_step_once() {
         return;
     };
     let world = Arc::new(World::default());
-    let a = worker(&store, &world, "a").max_sagas(8);
-    let b = worker(&store, &world, "b").max_sagas(8);
+    // With a grace period, a worker asked to stop once the store shows
+    // every saga committed still joins the runs that wrote their last
+    // record and had not returned yet, and counts them.
+    let grace = Duration::from_secs(20);
+    let a = worker(&store, &world, "a").max_sagas(8).grace(grace);
+    let b = worker(&store, &world, "b").max_sagas(8).grace(grace);
     let mut ids = Vec::new();
     for amount in 0..SAGAS as u64 {
         ids.push(a.submit("pay", &amount).await.unwrap());
@@ -273,7 +277,10 @@ async fn unknown_sagas_are_quarantined_empty_ones_abandoned_and_lost_ones_stoppe
     store.create(empty, "dead", Duration::ZERO).await.unwrap();
     // A saga that hangs, and that an operator abandons while it runs.
     world.hang.store(true, Ordering::SeqCst);
-    let a = worker(&store, &world, "a").lease(Duration::from_secs(30), Duration::from_millis(50));
+    // The grace period lets the counts settle after the operator is done.
+    let a = worker(&store, &world, "a")
+        .lease(Duration::from_secs(30), Duration::from_millis(50))
+        .grace(Duration::from_secs(20));
     let hanging = a.submit("pay", &5_u64).await.unwrap();
 
     let operator = {
