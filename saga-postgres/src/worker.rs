@@ -288,6 +288,12 @@ where
     /// still runs (after the [grace](Worker::grace) period, if any) and
     /// returns what it did.
     ///
+    /// `shutdown` is polled by this future, between its own calls to the
+    /// store: make it a signal (a channel, a timer, `ctrl_c`), not work of
+    /// its own on the store. (An operator's [`abandon`](PgStore::abandon)
+    /// run inside it could wait for a saga's row lock while a renewal here
+    /// waits for the same lock, and neither would go on.)
+    ///
     /// Store errors do not stop it: they are counted in the report, and
     /// the next claim or renewal tries again. Sagas are driven by tasks on
     /// the current Tokio runtime; dropping this future aborts them (they

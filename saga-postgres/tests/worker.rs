@@ -283,7 +283,12 @@ async fn unknown_sagas_are_quarantined_empty_ones_abandoned_and_lost_ones_stoppe
         .grace(Duration::from_secs(20));
     let hanging = a.submit("pay", &5_u64).await.unwrap();
 
-    let operator = {
+    // The operator works beside the worker, in a task of its own (not in
+    // the shutdown future, which the worker polls only between its own
+    // store calls: an abandon waiting there for the row lock would wait
+    // on a renewal that waits on that lock). The worker stops once it is
+    // done.
+    let operator = tokio::spawn({
         let store = store.clone();
         async move {
             until(&store, move |list| {
@@ -296,8 +301,8 @@ async fn unknown_sagas_are_quarantined_empty_ones_abandoned_and_lost_ones_stoppe
             until(&store, |list| list.iter().all(|s| s.owner.is_none())).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    };
-    let report = a.run(operator).await;
+    });
+    let report = a.run(async { operator.await.unwrap() }).await;
     println!("{report:?}");
     assert_eq!(report.claimed, 3);
     assert_eq!(report.quarantined, 1, "{report:?}");
