@@ -1,0 +1,486 @@
+//! [`Worker`]: one future that claims sagas, resumes them through a
+//! [`Registry`], renews their leases, and hands them back when it stops.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga_core::journal::{
+    Codec, DurableError, JournalErrorKind, Quarantined, Refused, Registry, SagaId, Start,
+};
+use saga_core::{Crashed, Saga};
+use tokio::task::{AbortHandle, Id, JoinSet};
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+use crate::{Claim, PgStore, StoreError, StoreErrorKind};
+
+/// A worker: claims unfinished sagas from a [`PgStore`] (new ones
+/// [submitted](Worker::submit) by any process, and those other workers
+/// left), builds each again through the [`Registry`] and resumes it from
+/// its journal, runs many at once (each as a Tokio task), renews their
+/// leases together, and on shutdown hands back what it still holds.
+///
+/// Run any number of workers, in any number of processes, on one
+/// database: a saga is driven by one worker at a time (see the
+/// [crate docs](crate) on leases and fencing). Give each worker a name
+/// unique among the live ones (a host name and a process id, for
+/// instance).
+///
+/// What it does with each claimed saga:
+///
+/// - a saga that resumes runs to its end, or until its journal fails;
+/// - a saga whose definition is unknown, whose shape changed, whose
+///   parameters or records do not decode, is
+///   [quarantined](PgStore::quarantine) with the reason: no worker claims it
+///   until an operator [releases](PgStore::release_quarantine) it;
+/// - a saga [created](PgStore::create) and never written (its process died
+///   before its first record) is [abandoned](PgStore::abandon): nothing of
+///   it ran;
+/// - a saga whose lease it fails to renew (another worker, or an
+///   operator, took it) is stopped at once: its task is aborted;
+/// - a saga whose run stopped on a store error is
+///   [released](PgStore::release), for a worker to try again.
+///
+/// # Examples
+///
+/// Not run here (it needs a server):
+///
+/// ```no_run
+/// use saga_core::journal::{Registry, SagaContext};
+/// use saga_core::{Saga, SagaBuilder};
+/// use saga_postgres::{PgStore, Worker};
+///
+/// fn transfer(amount: &u64, context: &SagaContext) -> Saga<String> {
+///     let (amount, epoch) = (*amount, context.epoch());
+///     SagaBuilder::new()
+///         .add_step(move || async move { let _ = (amount, epoch); Ok::<_, String>(()) }, || async { Ok(()) })
+///         .build()
+/// }
+///
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut registry = Registry::new();
+/// registry.register("transfer", 1, transfer);
+/// let worker = Worker::new(PgStore::open(pool).await?, registry, "host-a-4242");
+///
+/// worker.submit("transfer", &250_u64).await?;
+/// // Drive sagas for an hour, then hand back what is still running.
+/// let report = worker.run(tokio::time::sleep(std::time::Duration::from_secs(3600))).await;
+/// println!("{report:?}");
+/// # Ok(())
+/// # }
+/// ```
+pub struct Worker<E: 'static> {
+    store: PgStore,
+    registry: Arc<Registry<E>>,
+    owner: Arc<str>,
+    lease: Duration,
+    renew_every: Duration,
+    claim_every: Duration,
+    max_sagas: usize,
+    grace: Duration,
+}
+
+impl<E: 'static> fmt::Debug for Worker<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("owner", &self.owner)
+            .field("lease", &self.lease)
+            .field("renew_every", &self.renew_every)
+            .field("claim_every", &self.claim_every)
+            .field("max_sagas", &self.max_sagas)
+            .field("grace", &self.grace)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a saga was not submitted. Nothing was written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NotRun {
+    /// The store failed.
+    Store(StoreError),
+    /// The definition is unknown, or its parameters do not decode.
+    Quarantined(Quarantined),
+    /// The saga cannot run with a journal (see [`Refused`]).
+    Refused(Refused),
+}
+
+impl fmt::Display for NotRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotRun::Store(error) => write!(f, "not run: {error}"),
+            NotRun::Quarantined(why) => write!(f, "quarantined: {why}"),
+            NotRun::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for NotRun {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NotRun::Store(error) => Some(error),
+            NotRun::Quarantined(why) => Some(why),
+            NotRun::Refused(why) => Some(why),
+        }
+    }
+}
+
+impl From<StoreError> for NotRun {
+    fn from(error: StoreError) -> Self {
+        NotRun::Store(error)
+    }
+}
+
+/// What one [`Worker::run`] did, counted.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Sagas claimed.
+    pub claimed: u64,
+    /// Sagas run to their end (committed, compensated or stuck).
+    pub finished: u64,
+    /// Sagas stopped because the worker lost them: a flush was fenced, or
+    /// a renewal did not include them.
+    pub lost: u64,
+    /// Sagas quarantined.
+    pub quarantined: u64,
+    /// Sagas created and never written, abandoned.
+    pub abandoned: u64,
+    /// Sagas handed back: after a store error in their run, and at
+    /// shutdown.
+    pub released: u64,
+    /// Calls to the store that failed (claims, renewals, releases, reads).
+    pub store_errors: u64,
+    /// The last of those errors.
+    pub last_store_error: Option<StoreError>,
+}
+
+impl WorkerReport {
+    fn store_error(&mut self, error: StoreError) {
+        self.store_errors += 1;
+        self.last_store_error = Some(error);
+    }
+}
+
+/// A saga the worker drives.
+struct Running {
+    claim: Claim,
+    handle: AbortHandle,
+    /// A renewal did not include it: its task was aborted.
+    lost: bool,
+}
+
+/// How one saga's task ended.
+enum Done {
+    /// The run ended: the saga finished, or its journal failed.
+    Ran(JournalEnd),
+    /// Set aside for an operator.
+    Quarantined,
+    /// Created and never written: abandoned.
+    Abandoned,
+    /// A call to the store failed before the run.
+    Store(StoreError),
+}
+
+enum JournalEnd {
+    Finished,
+    Fenced,
+    Failed,
+}
+
+impl<E> Worker<E>
+where
+    E: fmt::Display + From<Crashed> + Send + 'static,
+{
+    /// A worker named `owner`, driving sagas of `registry`'s definitions
+    /// from `store`. Leases last 30 s and are renewed every 10 s; it looks
+    /// for sagas to claim every second, runs at most 64 at once, and at
+    /// shutdown hands back at once what is still running.
+    pub fn new(store: PgStore, registry: Registry<E>, owner: impl Into<String>) -> Self {
+        Worker {
+            store,
+            registry: Arc::new(registry),
+            owner: Arc::from(owner.into()),
+            lease: Duration::from_secs(30),
+            renew_every: Duration::from_secs(10),
+            claim_every: Duration::from_secs(1),
+            max_sagas: 64,
+            grace: Duration::ZERO,
+        }
+    }
+
+    /// How long each lease lasts, and how often they are renewed (renew
+    /// well within the lease, a third of it for instance, so that a slow
+    /// renewal does not lose the sagas).
+    pub fn lease(mut self, lease: Duration, renew_every: Duration) -> Self {
+        self.lease = lease;
+        self.renew_every = renew_every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often the worker looks for sagas to claim, while it runs fewer
+    /// than its maximum.
+    pub fn claim_every(mut self, every: Duration) -> Self {
+        self.claim_every = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many sagas it runs at once, at most.
+    pub fn max_sagas(mut self, max: usize) -> Self {
+        self.max_sagas = max.max(1);
+        self
+    }
+
+    /// How long, once asked to stop, it goes on driving (and renewing)
+    /// the sagas it runs, claiming no more, before it stops them and hands
+    /// them back. Without one (the default), a run that had just written
+    /// its last record but not yet returned is stopped too, and counted as
+    /// handed back rather than finished (the store says it finished).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    /// The worker's name, its sagas' owner.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Submits a saga of `definition`'s latest version with `parameters`,
+    /// for any worker to run (see [`PgStore::submit`]): its id. The saga is
+    /// built once here, to check that it can run with a journal and to
+    /// take its fingerprint.
+    pub async fn submit<P: Codec>(
+        &self,
+        definition: &str,
+        parameters: &P,
+    ) -> Result<SagaId, NotRun> {
+        let version = self.registry.latest(definition).ok_or_else(|| {
+            NotRun::Quarantined(Quarantined::UnknownDefinition {
+                name: definition.into(),
+                version: 0,
+            })
+        })?;
+        let id = self.store.new_id();
+        let encoded = self.registry.encode_parameters(parameters);
+        let context = saga_core::journal::SagaContext::new(id);
+        let saga = self
+            .registry
+            .build(definition, version, &encoded, &context)
+            .map_err(NotRun::Quarantined)?;
+        if let Some(step) = saga.unsaved_outputs().next() {
+            return Err(NotRun::Refused(Refused::Unsaved { step }));
+        }
+        let start = Start::new(definition, version, encoded);
+        self.store.submit(id, &start, saga.fingerprint()).await?;
+        Ok(id)
+    }
+
+    /// Drives sagas until `shutdown` completes, then hands back what it
+    /// still runs (after the [grace](Worker::grace) period, if any) and
+    /// returns what it did.
+    ///
+    /// `shutdown` is polled by this future, between its own calls to the
+    /// store: make it a signal (a channel, a timer, `ctrl_c`), not work of
+    /// its own on the store. (An operator's [`abandon`](PgStore::abandon)
+    /// run inside it could wait for a saga's row lock while a renewal here
+    /// waits for the same lock, and neither would go on.)
+    ///
+    /// Store errors do not stop it: they are counted in the report, and
+    /// the next claim or renewal tries again. Sagas are driven by tasks on
+    /// the current Tokio runtime; dropping this future aborts them (they
+    /// are resumed by the worker that next claims them, once their leases
+    /// expire).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> WorkerReport {
+        let mut report = WorkerReport::default();
+        let mut running: HashMap<SagaId, Running> = HashMap::new();
+        let mut tasks: HashMap<Id, SagaId> = HashMap::new();
+        let mut set: JoinSet<Done> = JoinSet::new();
+        let mut claim_tick = interval(self.claim_every);
+        claim_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut renew_tick = interval(self.renew_every);
+        renew_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        renew_tick.reset();
+        let shutdown = std::pin::pin!(shutdown);
+        let mut shutdown = shutdown;
+        let mut deadline: Option<Instant> = None;
+
+        loop {
+            let draining = deadline.is_some();
+            if draining && running.is_empty() {
+                break;
+            }
+            let room = self.max_sagas.saturating_sub(running.len());
+            tokio::select! {
+                () = &mut shutdown, if !draining => {
+                    deadline = Some(Instant::now() + self.grace);
+                }
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if draining => break,
+                _ = claim_tick.tick(), if !draining && room > 0 => {
+                    match self.store.claim(&self.owner, self.lease, room).await {
+                        Ok(claims) => {
+                            for claim in claims {
+                                report.claimed += 1;
+                                let id = claim.id();
+                                let handle = set.spawn(self.drive(claim.clone()));
+                                tasks.insert(handle.id(), id);
+                                running.insert(id, Running { claim, handle, lost: false });
+                            }
+                        }
+                        Err(error) => report.store_error(error),
+                    }
+                }
+                _ = renew_tick.tick(), if running.values().any(|run| !run.lost) => {
+                    let claims = running.values().filter(|run| !run.lost).map(|run| &run.claim);
+                    match self.store.renew(claims, self.lease).await {
+                        Ok(renewed) => {
+                            // Not renewed: taken over, abandoned, or just
+                            // finished (its last flush let go of it). A
+                            // task that has not ended is stopped; the join
+                            // says which it was.
+                            for (id, run) in running.iter_mut() {
+                                if !run.lost && renewed.binary_search(id).is_err() {
+                                    run.lost = true;
+                                    run.handle.abort();
+                                }
+                            }
+                        }
+                        Err(error) => report.store_error(error),
+                    }
+                }
+                Some(joined) = set.join_next_with_id() => {
+                    if let Some(claim) = settle(joined, &mut running, &mut tasks, &mut report) {
+                        match self.store.release([&claim]).await {
+                            Ok(released) => report.released += released.len() as u64,
+                            Err(error) => report.store_error(error),
+                        }
+                    }
+                }
+            }
+        }
+
+        // Stop what still runs, and hand it back in one statement.
+        set.abort_all();
+        let mut left = Vec::new();
+        while let Some(joined) = set.join_next_with_id().await {
+            left.extend(settle(joined, &mut running, &mut tasks, &mut report));
+        }
+        // Every task was settled above: nothing should be left running.
+        left.extend(
+            running
+                .into_values()
+                .filter(|run| !run.lost)
+                .map(|run| run.claim),
+        );
+        if !left.is_empty() {
+            match self.store.release(&left).await {
+                Ok(released) => report.released += released.len() as u64,
+                Err(error) => report.store_error(error),
+            }
+        }
+        report
+    }
+
+    /// One claimed saga's task: read, rebuild, resume, run.
+    fn drive(&self, claim: Claim) -> impl Future<Output = Done> + Send + 'static {
+        let store = self.store.clone();
+        let registry = Arc::clone(&self.registry);
+        async move {
+            let id = claim.id();
+            let history = match store.history(id).await {
+                Ok(history) => history,
+                Err(error) => {
+                    return match error.kind() {
+                        StoreErrorKind::UnknownSaga => {
+                            match store.abandon(id, "created and never written").await {
+                                Ok(()) => Done::Abandoned,
+                                Err(error) => Done::Store(error),
+                            }
+                        }
+                        StoreErrorKind::Corrupt | StoreErrorKind::Replay => {
+                            quarantine(&store, &claim, &error.to_string()).await
+                        }
+                        _ => Done::Store(error),
+                    };
+                }
+            };
+            let mut saga: Saga<E> = match registry.rebuild(&history, &claim.context()) {
+                Ok(saga) => saga,
+                Err(why) => return quarantine(&store, &claim, &why.to_string()).await,
+            };
+            let mut journal = store.journal(&claim);
+            let run = match saga.resume(&mut journal, &history) {
+                Ok(run) => run,
+                Err(refused) => return quarantine(&store, &claim, &refused.to_string()).await,
+            };
+            Done::Ran(match run.await {
+                Ok(()) | Err(DurableError::Saga(_)) => JournalEnd::Finished,
+                Err(DurableError::Journal(error)) if error.kind() == JournalErrorKind::Fenced => {
+                    JournalEnd::Fenced
+                }
+                Err(_) => JournalEnd::Failed,
+            })
+        }
+    }
+}
+
+/// Accounts for a task that ended: the claim to hand back, if it is to be.
+fn settle(
+    joined: Result<(Id, Done), tokio::task::JoinError>,
+    running: &mut HashMap<SagaId, Running>,
+    tasks: &mut HashMap<Id, SagaId>,
+    report: &mut WorkerReport,
+) -> Option<Claim> {
+    let (task, done) = match joined {
+        Ok((task, done)) => (task, Some(done)),
+        Err(error) => (error.id(), None),
+    };
+    let id = tasks.remove(&task)?;
+    let Running { claim, lost, .. } = running.remove(&id)?;
+    let release = match done {
+        Some(Done::Ran(JournalEnd::Finished)) => {
+            report.finished += 1;
+            false
+        }
+        Some(Done::Ran(JournalEnd::Fenced)) => {
+            report.lost += 1;
+            false
+        }
+        Some(Done::Ran(JournalEnd::Failed)) => true,
+        Some(Done::Quarantined) => {
+            report.quarantined += 1;
+            false
+        }
+        Some(Done::Abandoned) => {
+            report.abandoned += 1;
+            false
+        }
+        Some(Done::Store(error)) => {
+            report.store_error(error);
+            true
+        }
+        // Aborted when its lease was lost.
+        None if lost => {
+            report.lost += 1;
+            false
+        }
+        // Aborted at shutdown, or panicked.
+        None => true,
+    };
+    release.then_some(claim)
+}
+
+async fn quarantine(store: &PgStore, claim: &Claim, reason: &str) -> Done {
+    match store.quarantine(claim, reason).await {
+        Ok(()) => Done::Quarantined,
+        Err(error) => Done::Store(error),
+    }
+}
