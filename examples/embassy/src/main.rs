@@ -24,21 +24,49 @@ extern crate alloc;
 
 use alloc::rc::Rc;
 use alloc::vec::Vec;
+use core::alloc::{GlobalAlloc, Layout};
 use core::cell::RefCell;
 use core::fmt;
 use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cortex_m_semihosting::{debug, hprintln};
 use embassy_executor::Spawner;
 use embassy_time::{Instant, Timer};
+use embedded_alloc::LlffHeap;
 use saga_core::{FnStep, Retry, SagaBuilder, StepPolicy, TimedOut};
 
 #[global_allocator]
-static HEAP: embedded_alloc::LlffHeap = embedded_alloc::LlffHeap::empty();
+static HEAP: PeakHeap = PeakHeap {
+    heap: LlffHeap::empty(),
+    peak: AtomicUsize::new(0),
+};
 
 /// Heap for saga-core: the step list, the boxed steps, timers and error
 /// reports. The two sagas here need well under 1 KiB at a time.
 const HEAP_SIZE: usize = 8 * 1024;
+
+/// embedded-alloc's linked-list heap, wrapped to record the most bytes in
+/// use at once, which the program prints at the end.
+struct PeakHeap {
+    heap: LlffHeap,
+    peak: AtomicUsize,
+}
+
+// SAFETY: forwards to `LlffHeap`, a `GlobalAlloc`; the peak is bookkeeping.
+unsafe impl GlobalAlloc for PeakHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract.
+        let block = unsafe { self.heap.alloc(layout) };
+        self.peak.fetch_max(self.heap.used(), Ordering::Relaxed);
+        block
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `dealloc`'s contract.
+        unsafe { self.heap.dealloc(block, layout) }
+    }
+}
 
 /// The steps' error type. `From<TimedOut>` is what a saga with a sleeper
 /// needs, to fail a step whose attempt ran out of time.
@@ -270,13 +298,32 @@ const fn ms(millis: u64) -> core::time::Duration {
     core::time::Duration::from_millis(millis)
 }
 
+/// How many bytes of the stack were ever used: cortex-m-rt (its
+/// `paint-stack` feature) fills the stack with a pattern at reset; the
+/// deepest word no longer holding it is the high-water mark.
+fn stack_used() -> usize {
+    unsafe extern "C" {
+        static _stack_end: u32; // the lowest address of the stack
+        static _stack_start: u32; // the initial stack pointer
+    }
+    let (low, high) = (&raw const _stack_end, &raw const _stack_start);
+    let mut word = low;
+    // SAFETY: every word in `low..high` is RAM reserved for the stack;
+    // reading it (volatile, since the compiler cannot see who wrote it)
+    // changes nothing.
+    while word < high && unsafe { word.read_volatile() } == cortex_m_rt::STACK_PAINT_VALUE {
+        word = word.wrapping_add(1);
+    }
+    high as usize - word as usize
+}
+
 #[embassy_executor::main]
 async fn main(_spawner: Spawner) {
     {
         static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
         // SAFETY: runs once, before anything allocates; nothing else uses
         // `HEAP_MEM`.
-        unsafe { HEAP.init(&raw mut HEAP_MEM as usize, HEAP_SIZE) }
+        unsafe { HEAP.heap.init(&raw mut HEAP_MEM as usize, HEAP_SIZE) }
     }
     let peripherals = cortex_m::Peripherals::take().expect("peripherals taken once");
     time_driver::init(peripherals.SYST);
@@ -285,7 +332,12 @@ async fn main(_spawner: Spawner) {
     hprintln!("saga 1 outcome as expected: {}", retried);
     let timed_out = provision_with_timeout().await;
     hprintln!("saga 2 outcome as expected: {}", timed_out);
-    hprintln!("heap in use at the end: {} bytes", HEAP.used());
+    hprintln!(
+        "heap: at most {} bytes in use at once, {} at the end",
+        HEAP.peak.load(Ordering::Relaxed),
+        HEAP.heap.used()
+    );
+    hprintln!("stack: at most {} bytes used", stack_used());
 
     if retried && timed_out {
         hprintln!("all outcomes as expected");
