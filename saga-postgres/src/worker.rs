@@ -10,7 +10,7 @@ use std::time::Duration;
 use saga_core::journal::{
     Codec, DurableError, JournalErrorKind, Quarantined, Refused, Registry, SagaId, Start,
 };
-use saga_core::{Crashed, Saga};
+use saga_core::Crashed;
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
@@ -412,14 +412,11 @@ where
                     };
                 }
             };
-            let mut saga: Saga<E> = match registry.rebuild(&history, &claim.context()) {
-                Ok(saga) => saga,
-                Err(why) => return quarantine(&store, &claim, &why.to_string()).await,
-            };
-            let mut journal = store.journal(&claim);
-            let run = match saga.resume(&mut journal, &history) {
+            // A saga or a flow, rebuilt by its definition and resumed.
+            let journal = Box::new(store.journal(&claim));
+            let run = match registry.resume(journal, history, &claim.context()) {
                 Ok(run) => run,
-                Err(refused) => return quarantine(&store, &claim, &refused.to_string()).await,
+                Err(why) => return quarantine(&store, &claim, &why.to_string()).await,
             };
             Done::Ran(match run.await {
                 Ok(()) | Err(DurableError::Saga(_)) => JournalEnd::Finished,
