@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use saga_core::Crashed;
 use saga_core::journal::{
     Codec, DurableError, JournalErrorKind, Quarantined, Refused, Registry, SagaId, Start,
 };
-use saga_core::Crashed;
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
 
@@ -131,6 +131,17 @@ impl std::error::Error for NotRun {
 impl From<StoreError> for NotRun {
     fn from(error: StoreError) -> Self {
         NotRun::Store(error)
+    }
+}
+
+impl From<Quarantined> for NotRun {
+    /// A refusal stays one; any other quarantine is
+    /// [`NotRun::Quarantined`].
+    fn from(why: Quarantined) -> Self {
+        match why {
+            Quarantined::Refused(refused) => NotRun::Refused(refused),
+            other => NotRun::Quarantined(other),
+        }
     }
 }
 
@@ -272,15 +283,11 @@ where
         let id = self.store.new_id();
         let encoded = self.registry.encode_parameters(parameters);
         let context = saga_core::journal::SagaContext::new(id);
-        let saga = self
-            .registry
-            .build(definition, version, &encoded, &context)
-            .map_err(NotRun::Quarantined)?;
-        if let Some(step) = saga.unsaved_outputs().next() {
-            return Err(NotRun::Refused(Refused::Unsaved { step }));
-        }
+        let fingerprint = (self.registry)
+            .check(definition, version, &encoded, &context)
+            .map_err(NotRun::from)?;
         let start = Start::new(definition, version, encoded);
-        self.store.submit(id, &start, saga.fingerprint()).await?;
+        self.store.submit(id, &start, fingerprint).await?;
         Ok(id)
     }
 

@@ -337,3 +337,76 @@ async fn unknown_sagas_are_quarantined_empty_ones_abandoned_and_lost_ones_stoppe
     assert_eq!(history.last_error(), Some("the customer left"));
     assert!(world.ran.lock().unwrap().is_empty());
 }
+
+/// A flow whose second step reads the first one's value, the first step
+/// tagging it with the worker that ran it; the second hangs while `hang`.
+fn flow_registry(
+    worker: &'static str,
+    hang: bool,
+    seen: &Arc<Mutex<Vec<String>>>,
+) -> Registry<String> {
+    let seen = Arc::clone(seen);
+    let mut registry = Registry::new();
+    registry.register_flow("ship", 1, move |_: &SagaContext| {
+        let seen = Arc::clone(&seen);
+        SagaBuilder::new()
+            .action_retry(Retry::attempts(2))
+            .input::<u32>()
+            .then(
+                move |parcel: &u32| {
+                    let label = format!("parcel {parcel} labelled by {worker}");
+                    async move { Ok::<_, String>(label) }
+                },
+                |_| async { Ok(()) },
+            )
+            .saved()
+            .then(
+                move |(_, label): (&u32, &String)| {
+                    let (seen, label) = (Arc::clone(&seen), label.clone());
+                    async move {
+                        if hang {
+                            std::future::pending::<()>().await;
+                        }
+                        seen.lock().unwrap().push(label);
+                        Ok::<_, String>(())
+                    }
+                },
+                |_| async { Ok(()) },
+            )
+            .saved()
+            .build()
+    });
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_handed_back_is_finished_by_the_next_worker_with_the_first_workers_value() {
+    let Some((_cluster, store)) = setup().await else {
+        return;
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let first = Worker::new(store.clone(), flow_registry("a", true, &seen), "a")
+        .lease(Duration::from_secs(30), Duration::from_millis(200))
+        .claim_every(Duration::from_millis(20));
+    let id = first.submit("ship", &7_u32).await.unwrap();
+    // Until the second step started (created, step 0 started and
+    // succeeded, step 1 started), then a graceful shutdown hands it back.
+    let started = |list: &[SagaSummary]| list.iter().any(|s| s.records >= 4);
+    let report = first.run(until(&store, started)).await;
+    assert_eq!(report.released, 1, "{report:?}");
+    let second = Worker::new(store.clone(), flow_registry("b", false, &seen), "b")
+        .lease(Duration::from_secs(30), Duration::from_millis(200))
+        .claim_every(Duration::from_millis(20))
+        .grace(Duration::from_secs(20));
+    let committed = |list: &[SagaSummary]| {
+        list.iter()
+            .all(|s| s.state == SagaState::Finished(Outcome::Committed))
+    };
+    let report = second.run(until(&store, committed)).await;
+    assert_eq!(report.finished, 1, "{report:?}");
+    // The second worker's step read the label the first worker made.
+    assert_eq!(*seen.lock().unwrap(), ["parcel 7 labelled by a"]);
+    let history = store.history(id).await.unwrap();
+    assert_eq!(history.step(0).action_attempts, 1);
+    assert_eq!(history.step(1).action_attempts, 2);
+}

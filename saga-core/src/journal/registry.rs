@@ -85,7 +85,12 @@ pub(super) enum Make<E, S: ?Sized + SagaKind<E>> {
     /// A saga, from its parameters.
     Saga(Factory<E, S>),
     /// A flow, run at once with its journal ([`Registry::register_flow`]).
-    Flow(super::registry_run::FlowFactory<E>),
+    Flow {
+        /// Builds the flow and runs it with its journal.
+        run: super::registry_run::FlowFactory<E>,
+        /// Builds the flow to check it: its fingerprint.
+        check: super::registry_run::FlowCheck,
+    },
 }
 
 /// One registered definition: a name, a version and its factory.
@@ -218,7 +223,7 @@ impl<E, S: ?Sized + SagaKind<E>> Registry<E, S> {
     ) -> Result<Saga<E, S>, Quarantined> {
         match &self.definition(name, version)?.make {
             Make::Saga(factory) => factory(parameters, context).map_err(Quarantined::Parameters),
-            Make::Flow(_) => Err(Quarantined::NotASaga {
+            Make::Flow { .. } => Err(Quarantined::NotASaga {
                 name: String::from(name),
                 version,
             }),

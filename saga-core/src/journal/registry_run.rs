@@ -34,6 +34,9 @@ pub(super) type FlowFactory<E> = Box<
     dyn Fn(&SagaContext, OwnedJournal, Begin) -> Result<DurableRun<E>, Quarantined> + Send + Sync,
 >;
 
+pub(super) type FlowCheck =
+    Box<dyn Fn(&[u8], &SagaContext) -> Result<u64, Quarantined> + Send + Sync>;
+
 impl<E: 'static> Registry<E> {
     /// Registers version `version` of definition `name` as a [`Flow`]:
     /// its input is the saga's parameters (so `I` is a [`Codec`]), and
@@ -81,7 +84,17 @@ impl<E: 'static> Registry<E> {
         P: 'static,
         E: fmt::Display + From<Crashed> + Send,
     {
-        let make: FlowFactory<E> = Box::new(move |context, journal, begin| {
+        let factory = alloc::sync::Arc::new(factory);
+        let build = alloc::sync::Arc::clone(&factory);
+        let check: FlowCheck = Box::new(move |parameters, context| {
+            I::decode(parameters).map_err(Quarantined::Parameters)?;
+            let flow = build(context);
+            if let Some(step) = flow.unsaved_outputs().next() {
+                return Err(Quarantined::Refused(super::Refused::Unsaved { step }));
+            }
+            Ok(flow.fingerprint())
+        });
+        let run: FlowFactory<E> = Box::new(move |context, journal, begin| {
             let mut flow = factory(context);
             match begin {
                 Begin::New(start) => {
@@ -101,7 +114,49 @@ impl<E: 'static> Registry<E> {
                 }
             }
         });
-        self.insert(name.into(), version, Make::Flow(make))
+        self.insert(name.into(), version, Make::Flow { run, check })
+    }
+
+    /// Builds the saga (or flow) of definition `name`, `version` from its
+    /// encoded parameters, to check that it can run with a journal, and
+    /// returns its [fingerprint](crate::Saga::fingerprint), without running
+    /// anything: what a store that records a saga for another process to
+    /// run needs to know first.
+    ///
+    /// ```
+    /// use saga_core::journal::{Quarantined, Refused, Registry, SagaContext, SagaId};
+    /// use saga_core::SagaBuilder;
+    ///
+    /// let mut registry = Registry::<String>::new();
+    /// registry.register_flow("double", 1, |_: &SagaContext| {
+    ///     SagaBuilder::new()
+    ///         .input::<u32>()
+    ///         .then(|n: &u32| { let n = *n; async move { Ok::<_, String>(n * 2) } }, |_| async { Ok(()) })
+    ///         .build()
+    /// });
+    /// let context = SagaContext::new(SagaId(1));
+    /// let parameters = registry.encode_parameters(&4_u32);
+    /// // The step's value is not saved: the flow cannot run with a journal.
+    /// assert_eq!(
+    ///     registry.check("double", 1, &parameters, &context),
+    ///     Err(Quarantined::Refused(Refused::Unsaved { step: 0 }))
+    /// );
+    /// ```
+    pub fn check(
+        &self,
+        name: &str,
+        version: u32,
+        parameters: &[u8],
+        context: &SagaContext,
+    ) -> Result<u64, Quarantined> {
+        match &self.definition(name, version)?.make {
+            Make::Saga(factory) => {
+                let saga = factory(parameters, context).map_err(Quarantined::Parameters)?;
+                check_saved(&saga.steps[..]).map_err(Quarantined::Refused)?;
+                Ok(saga.fingerprint())
+            }
+            Make::Flow { check, .. } => check(parameters, context),
+        }
     }
 
     /// Builds the saga (or flow) of `start`'s definition from its
@@ -141,7 +196,7 @@ impl<E: 'static> Registry<E> {
         let definition = self.definition(&start.definition, start.version)?;
         let factory = match &definition.make {
             Make::Saga(factory) => factory,
-            Make::Flow(factory) => return factory(context, journal, Begin::New(start)),
+            Make::Flow { run, .. } => return run(context, journal, Begin::New(start)),
         };
         let saga = factory(&start.parameters, context).map_err(Quarantined::Parameters)?;
         check_saved(&saga.steps[..]).map_err(Quarantined::Refused)?;
@@ -169,7 +224,7 @@ impl<E: 'static> Registry<E> {
         let definition = self.definition(&history.definition, history.version)?;
         let factory = match &definition.make {
             Make::Saga(factory) => factory,
-            Make::Flow(factory) => return factory(context, journal, Begin::Resume(history)),
+            Make::Flow { run, .. } => return run(context, journal, Begin::Resume(history)),
         };
         let mut saga = factory(&history.parameters, context).map_err(Quarantined::Parameters)?;
         check_resumable(Pin::new(&mut saga.steps[..]), &saga.plan.groups, &history)?;
