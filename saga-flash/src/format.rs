@@ -1,16 +1,19 @@
 //! The bytes on flash: sector headers, entries and their checksum.
 //!
 //! A sector begins with a header: a magic number, the sector's sequence
-//! number (its place in the log: a sector opened later has a higher one)
-//! and a CRC-32 of both, padded with `0xFF` to the write size. Entries
+//! number (its place in the log: a sector opened later has a higher one),
+//! the sequence number of the sector it was opened to reclaim (`u32::MAX`
+//! for none) and a CRC-32 of the three, padded with `0xFF` to the write
+//! size. Entries
 //! follow, each padded to the write size:
 //!
 //! ```text
 //! len: u16 LE | kind: u8 | 0: u8 | crc: u32 LE | payload (len bytes) | 0xFF padding
 //! ```
 //!
-//! The CRC-32 covers the first four bytes and the payload. A record's
-//! payload is the saga id (16 bytes, little-endian) and the record's
+//! The CRC-32 covers the first four bytes and the payload. A record
+//! entry's payload is the saga id (16 bytes, little-endian), a count, and
+//! for each record its length (`u16` LE) and its
 //! [`Record::to_bytes`](saga_core::journal::Record::to_bytes); a reclaim
 //! mark's payload is the sequence number (`u32` LE) of the sector that is
 //! about to be erased.
@@ -19,11 +22,14 @@ use alloc::vec::Vec;
 
 /// The first word of a sector header.
 pub(crate) const MAGIC: u32 = 0x5A6A_F1A5;
-/// The header's bytes before padding: magic, sequence number, CRC.
-pub(crate) const HEADER_LEN: usize = 12;
+/// The header's bytes before padding: magic, sequence number, the
+/// sequence number of the sector it reclaims, CRC.
+pub(crate) const HEADER_LEN: usize = 16;
+/// A header's "reclaims" field of a sector opened for new records.
+pub(crate) const RECLAIMS_NONE: u32 = u32::MAX;
 /// An entry's bytes before its payload.
 pub(crate) const ENTRY_HEAD: usize = 8;
-/// The entry holds one saga record.
+/// The entry holds one or more records of one saga (those of one flush).
 pub(crate) const KIND_RECORD: u8 = 1;
 /// The entry marks every sector up to a sequence number as reclaimed.
 pub(crate) const KIND_MARK: u8 = 2;
@@ -45,31 +51,66 @@ pub(crate) fn crc32(parts: &[&[u8]]) -> u32 {
     !crc
 }
 
+/// The payload of a record entry: `id`, then each record's bytes.
+pub(crate) fn records_payload(id: u128, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(ID_LEN + 1 + records.iter().map(|r| 2 + r.len()).sum::<usize>());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.push(records.len() as u8);
+    for record in records {
+        out.extend_from_slice(&(record.len() as u16).to_le_bytes());
+        out.extend_from_slice(record);
+    }
+    out
+}
+
+/// A record entry's saga id and records' bytes; `None` when it is
+/// malformed.
+pub(crate) fn split_records(payload: &[u8]) -> Option<(u128, Vec<&[u8]>)> {
+    let mut id = [0; ID_LEN];
+    id.copy_from_slice(payload.get(..ID_LEN)?);
+    let count = usize::from(*payload.get(ID_LEN)?);
+    let mut rest = &payload[ID_LEN + 1..];
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(u16::from_le_bytes([*rest.first()?, *rest.get(1)?]));
+        records.push(rest.get(2..2 + len)?);
+        rest = &rest[2 + len..];
+    }
+    rest.is_empty()
+        .then_some((u128::from_le_bytes(id), records))
+}
+
 /// `len` rounded up to a multiple of `unit`.
 pub(crate) fn round_up(len: usize, unit: usize) -> usize {
     len.div_ceil(unit) * unit
 }
 
-/// A sector header for sequence number `seq`, padded to `unit` bytes.
-pub(crate) fn header(seq: u32, unit: usize) -> Vec<u8> {
+/// A sector header for sequence number `seq`, opened to reclaim sector
+/// `reclaims` (or [`RECLAIMS_NONE`]), padded to `unit` bytes.
+pub(crate) fn header(seq: u32, reclaims: u32, unit: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(round_up(HEADER_LEN, unit));
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&reclaims.to_le_bytes());
     let crc = crc32(&[&out]);
     out.extend_from_slice(&crc.to_le_bytes());
     out.resize(round_up(HEADER_LEN, unit), 0xFF);
     out
 }
 
-/// The sequence number of a valid header, `None` for anything else
-/// (erased, torn, garbage).
-pub(crate) fn parse_header(bytes: &[u8]) -> Option<u32> {
-    let word =
-        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    if bytes.len() < HEADER_LEN || word(0) != MAGIC || crc32(&[&bytes[..8]]) != word(8) {
+/// The sequence number and "reclaims" field of a valid header, `None` for
+/// anything else (erased, torn, garbage).
+pub(crate) fn parse_header(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < HEADER_LEN {
         return None;
     }
-    Some(word(4))
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    if word(0) != MAGIC || crc32(&[&bytes[..12]]) != word(12) {
+        return None;
+    }
+    Some((word(4), word(8)))
 }
 
 /// An entry of `kind` holding `payload`, padded to `unit` bytes.
@@ -129,9 +170,9 @@ mod tests {
 
     #[test]
     fn headers_and_entries_round_trip_and_damage_is_seen() {
-        let bytes = header(7, 8);
+        let bytes = header(7, RECLAIMS_NONE, 8);
         assert_eq!(bytes.len(), 16);
-        assert_eq!(parse_header(&bytes), Some(7));
+        assert_eq!(parse_header(&bytes), Some((7, RECLAIMS_NONE)));
         let mut torn = bytes.clone();
         torn[4] &= 0x01;
         assert_eq!(parse_header(&torn), None);

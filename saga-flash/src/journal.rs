@@ -16,7 +16,9 @@ use crate::{Error, FlashStore};
 ///
 /// [`append`](Journal::append) keeps the record in RAM;
 /// [`poll_flush`](Journal::poll_flush) writes every kept record to flash,
-/// one entry each, and returns `Ready(Ok(()))` once they are all written
+/// together in one entry (so a power cut keeps all of a flush's records or
+/// none: the "started" records of a parallel group's members, for one), and
+/// returns `Ready(Ok(()))` once they are written
 /// (the flash driver blocks; the flush returns `Pending`, having woken its
 /// task, only when another thread holds the store). Records must be
 /// numbered on from the saga's last record on flash; any other number is
@@ -113,18 +115,17 @@ impl<F: NorFlash> Journal for FlashJournal<F> {
         if let Some(error) = &self.error {
             return Poll::Ready(Err(error.clone()));
         }
-        while let Some(record) = self.kept.first() {
-            match self.store.append(self.id, record) {
-                Ok(()) => {
-                    self.kept.remove(0);
-                }
-                Err(Error::Busy) => {
-                    // Another thread holds the store: yield, and try again.
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                Err(error) => return Poll::Ready(Err(self.fail(error))),
+        if self.kept.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.store.append_all(self.id, &self.kept) {
+            Ok(()) => self.kept.clear(),
+            Err(Error::Busy) => {
+                // Another thread holds the store: yield, and try again.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
+            Err(error) => return Poll::Ready(Err(self.fail(error))),
         }
         Poll::Ready(Ok(()))
     }

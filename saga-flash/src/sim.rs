@@ -79,6 +79,7 @@ pub struct SimFlash<const W: usize = 4, const E: usize = 1024> {
     ops: u64,
     cut: Option<(u64, Tear)>,
     dead: bool,
+    cut_erase: bool,
     seed: u64,
 }
 
@@ -91,6 +92,7 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
             ops: 0,
             cut: None,
             dead: false,
+            cut_erase: false,
             seed: 0x2545_F491_4F6C_DD1D,
         }
     }
@@ -121,6 +123,12 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
         self.dead
     }
 
+    /// Whether the power was lost during an erase (else during a write, or
+    /// not at all).
+    pub fn cut_hit_erase(&self) -> bool {
+        self.cut_erase
+    }
+
     /// The flash after a reboot: the same contents, powered, with no power
     /// cut planned and the operation count at 0.
     pub fn reboot(&self) -> Self {
@@ -130,6 +138,7 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
             ops: 0,
             cut: None,
             dead: false,
+            cut_erase: false,
             seed: self.seed,
         }
     }
@@ -213,6 +222,7 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
             return Err(SimError(NorFlashErrorKind::OutOfBounds));
         }
         let tear = self.begin()?;
+        self.cut_erase = tear.is_some();
         let erase = |flash: &mut Self, range: core::ops::Range<usize>| {
             flash.bytes[range.clone()].fill(0xFF);
             flash.written[range.start / W..range.end / W].fill(false);

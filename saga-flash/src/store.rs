@@ -11,7 +11,9 @@ use core::ops::Range;
 use embedded_storage::nor_flash::{NorFlash, NorFlashError};
 use saga_core::journal::{Event, Outcome, Record, SagaId};
 
-use crate::format::{self, ENTRY_HEAD, HEADER_LEN, Head, ID_LEN, KIND_MARK, KIND_RECORD};
+use crate::format::{
+    self, ENTRY_HEAD, HEADER_LEN, Head, ID_LEN, KIND_MARK, KIND_RECORD, RECLAIMS_NONE,
+};
 use crate::{Error, FlashJournal};
 
 /// The smallest sector the store takes, in bytes.
@@ -166,6 +168,14 @@ struct Loc {
     offset: usize,
     /// The entry's payload length.
     len: usize,
+    /// The record's place among the entry's records.
+    index: usize,
+}
+
+impl Loc {
+    fn same_entry(&self, other: &Loc) -> bool {
+        (self.sector, self.offset) == (other.sector, other.offset)
+    }
 }
 
 /// A valid entry found by a scan.
@@ -290,8 +300,11 @@ impl<F: NorFlash> FlashStore<F> {
             let payload = inner
                 .read_payload(loc)?
                 .ok_or(Error::Corrupt { saga: id, seq })?;
-            let record = Record::from_bytes(&payload[ID_LEN..])
-                .map_err(|_| Error::Corrupt { saga: id, seq })?;
+            let bytes = format::split_records(&payload)
+                .and_then(|(_, records)| records.get(loc.index).map(|bytes| bytes.to_vec()));
+            let bytes = bytes.ok_or(Error::Corrupt { saga: id, seq })?;
+            let record =
+                Record::from_bytes(&bytes).map_err(|_| Error::Corrupt { saga: id, seq })?;
             records.push(record);
         }
         Ok(records)
@@ -368,7 +381,17 @@ impl<F: NorFlash> FlashStore<F> {
     /// [`reclaim`](FlashStore::reclaim)); [`Error::Full`] when the
     /// unfinished sagas fill the flash.
     pub fn append(&self, id: SagaId, record: &Record) -> Result<(), Error> {
-        self.borrow()?.append(id, record)
+        self.borrow()?.append(id, core::slice::from_ref(record))
+    }
+
+    /// Writes several records of saga `id` at once, as
+    /// [`append`](FlashStore::append) does one: in one entry, so that a
+    /// power cut keeps all of them or none (unless they do not fit in one
+    /// sector together: then in as few entries as fit, each kept whole or
+    /// not at all, in order). A [`FlashJournal`]'s flush writes its records
+    /// this way.
+    pub fn append_all(&self, id: SagaId, records: &[Record]) -> Result<(), Error> {
+        self.borrow()?.append(id, records)
     }
 
     /// Reclaims the space of finished sagas: erases, oldest first, each
@@ -399,10 +422,13 @@ impl<F: NorFlash> FlashStore<F> {
     ///     store.append(SagaId(id), &finished)?;
     /// }
     /// store.append(SagaId(9), &created(0))?; // unfinished
-    ///     /// // The three sectors before the head are erased (the unfinished
-    /// // saga's record is copied to the head first).
-    /// assert_eq!(store.reclaim()?, 3);
-    /// assert_eq!(store.usage()?.free_sectors, 3);
+    /// let before = store.usage()?;
+    /// // Sectors before the head are erased (the unfinished saga's record
+    /// // is copied forward first).
+    /// assert!(store.reclaim()? >= 1);
+    /// let after = store.usage()?;
+    /// assert!(after.dead_records < before.dead_records);
+    /// assert!(after.free_sectors > before.free_sectors);
     /// assert_eq!(store.unfinished()?, [SagaId(9)]);
     /// assert_eq!(store.records(SagaId(9))?, [created(0)]);
     /// # Ok::<(), saga_flash::Error>(())
@@ -440,7 +466,10 @@ impl<F: NorFlash> FlashStore<F> {
     /// The largest record, as [`Record::to_bytes`] encodes it, that fits
     /// in a sector.
     pub fn max_record_len(&self) -> usize {
-        let sector = F::ERASE_SIZE - format::round_up(HEADER_LEN, F::WRITE_SIZE);
+        let unit = F::WRITE_SIZE;
+        let sector = F::ERASE_SIZE
+            - format::round_up(HEADER_LEN, unit)
+            - format::round_up(ENTRY_HEAD + 4, unit);
         let entry = sector - sector % F::WRITE_SIZE;
         (entry - ENTRY_HEAD - ID_LEN).min(usize::from(u16::MAX) - ID_LEN)
     }
@@ -466,6 +495,10 @@ impl<F: NorFlash> FlashStore<F> {
 impl<F: NorFlash> Inner<F> {
     fn unit(&self) -> usize {
         F::WRITE_SIZE
+    }
+
+    fn mark_len(&self) -> usize {
+        format::round_up(ENTRY_HEAD + 4, self.unit())
     }
 
     fn header_len(&self) -> usize {
@@ -508,20 +541,6 @@ impl<F: NorFlash> Inner<F> {
         Ok(())
     }
 
-    /// Whether bytes `from..` of `sector` are all erased.
-    fn blank_from(&mut self, sector: usize, from: usize) -> Result<bool, Error> {
-        let chunk = format::round_up(64, self.unit());
-        let mut at = from;
-        while at < self.sector_size {
-            let len = chunk.min(self.sector_size - at);
-            if !self.read(sector, at, len)?.iter().all(|&byte| byte == 0xFF) {
-                return Ok(false);
-            }
-            at += len;
-        }
-        Ok(true)
-    }
-
     /// Reads the log back: headers, then entries, then the index.
     fn load(&mut self) -> Result<(), Error> {
         let header_len = self.header_len();
@@ -529,12 +548,12 @@ impl<F: NorFlash> Inner<F> {
         let mut next_seq = 0_u32;
         for sector in 0..self.sectors.len() {
             let header = self.read(sector, 0, header_len)?;
-            let Some(seq) = format::parse_header(&header) else {
+            let Some((seq, reclaims)) = format::parse_header(&header) else {
                 continue;
             };
             next_seq = next_seq.max(seq.wrapping_add(1));
             let (entries, end) = self.scan(sector)?;
-            found.push((seq, sector, entries, end));
+            found.push((seq, reclaims, sector, entries, end));
         }
         self.next_seq = next_seq;
         // Every sector up to the highest reclaim mark was reclaimed: its
@@ -542,20 +561,21 @@ impl<F: NorFlash> Inner<F> {
         // erase may have been cut short.
         let reclaimed = found
             .iter()
-            .flat_map(|(_, _, entries, _)| entries)
+            .flat_map(|(_, _, _, entries, _)| entries)
             .filter(|entry| entry.kind == KIND_MARK && entry.payload.len() == 4)
             .map(|entry| {
-                u32::from_le_bytes([
-                    entry.payload[0],
-                    entry.payload[1],
-                    entry.payload[2],
-                    entry.payload[3],
-                ])
+                let raw = &entry.payload;
+                u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])
             })
             .max();
-        found.retain(|(seq, ..)| reclaimed.is_none_or(|mark| *seq > mark));
+        let done = |seq: u32| reclaimed.is_some_and(|mark| mark >= seq);
+        // A sector opened to reclaim another, whose mark was not written:
+        // the reclaim was cut short, and the other still holds every
+        // record; this one's copies are dropped, and it is free again.
+        found.retain(|(_, reclaims, ..)| *reclaims == RECLAIMS_NONE || done(*reclaims));
+        found.retain(|(seq, ..)| !done(*seq));
         found.sort_by_key(|(seq, ..)| *seq);
-        for (seq, sector, entries, end) in found {
+        for (seq, _, sector, entries, end) in found {
             let marks = entries
                 .iter()
                 .filter(|entry| entry.kind == KIND_MARK)
@@ -571,73 +591,92 @@ impl<F: NorFlash> Inner<F> {
                 .into_iter()
                 .filter(|entry| entry.kind == KIND_RECORD)
             {
-                let Some(id) = entry.payload.get(..ID_LEN) else {
+                let Some((id, records)) = format::split_records(&entry.payload) else {
                     continue;
                 };
-                let mut raw = [0; ID_LEN];
-                raw.copy_from_slice(id);
-                let id = SagaId(u128::from_le_bytes(raw));
-                // A record that does not decode is left out: its saga's
-                // records then have a gap, and `records` says so.
-                let Ok(record) = Record::from_bytes(&entry.payload[ID_LEN..]) else {
-                    continue;
-                };
-                let saga = self.sagas.entry(id).or_default();
-                if let Event::Finished { outcome, .. } = record.event {
-                    saga.finished = Some(outcome);
+                let saga = self.sagas.entry(SagaId(id)).or_default();
+                for (index, bytes) in records.into_iter().enumerate() {
+                    // A record that does not decode is left out: its saga's
+                    // records then have a gap, and `records` says so.
+                    let Ok(record) = Record::from_bytes(bytes) else {
+                        continue;
+                    };
+                    if let Event::Finished { outcome, .. } = record.event {
+                        saga.finished = Some(outcome);
+                    }
+                    // A later copy (a reclaim cut short) replaces an
+                    // earlier one.
+                    let loc = Loc {
+                        sector,
+                        offset: entry.offset,
+                        len: entry.payload.len(),
+                        index,
+                    };
+                    saga.records.insert(record.seq, loc);
                 }
-                // A later copy (a reclaim cut short) replaces an earlier one.
-                let loc = Loc {
-                    sector,
-                    offset: entry.offset,
-                    len: entry.payload.len(),
-                };
-                saga.records.insert(record.seq, loc);
             }
         }
         Ok(())
     }
 
-    /// The valid entries of `sector`, and where they end: the sector's
-    /// size when a torn entry, or anything but erased bytes after the last
-    /// entry, means no more can be written to it.
+    /// The valid entries of `sector`, and where the next one can go: after
+    /// every byte written since the sector was erased.
+    ///
+    /// A torn write leaves bytes that are no entry (or an entry whose
+    /// checksum fails): the scan steps over them a word at a time to any
+    /// valid entry after them, and the sector takes no more entries.
     fn scan(&mut self, sector: usize) -> Result<(Vec<Found>, usize), Error> {
         let unit = self.unit();
         let head_len = format::round_up(ENTRY_HEAD, unit);
+        let blank = self.blank_suffix(sector)?;
         let mut entries = Vec::new();
         let mut at = self.header_len();
         let mut torn = false;
-        while at + head_len <= self.sector_size {
+        while at < blank && at + head_len <= self.sector_size {
             let head = self.read(sector, at, head_len)?;
-            let (kind, len, crc) = match format::parse_head(&head) {
-                Head::Blank => break,
-                Head::Torn => {
-                    torn = true;
-                    break;
+            if let Head::Entry { kind, len, crc } = format::parse_head(&head) {
+                let total = format::round_up(ENTRY_HEAD + len, unit);
+                if at + total <= self.sector_size {
+                    let bytes = self.read(sector, at, total)?;
+                    if format::entry_intact(&bytes, len, crc) {
+                        entries.push(Found {
+                            kind,
+                            offset: at,
+                            payload: bytes[ENTRY_HEAD..ENTRY_HEAD + len].to_vec(),
+                        });
+                        at += total;
+                        continue;
+                    }
                 }
-                Head::Entry { kind, len, crc } => (kind, len, crc),
-            };
-            let total = format::round_up(ENTRY_HEAD + len, unit);
-            if at + total > self.sector_size {
-                torn = true;
-                break;
             }
-            let bytes = self.read(sector, at, total)?;
-            if !format::entry_intact(&bytes, len, crc) {
-                torn = true;
-                break;
-            }
-            entries.push(Found {
-                kind,
-                offset: at,
-                payload: bytes[ENTRY_HEAD..ENTRY_HEAD + len].to_vec(),
-            });
-            at += total;
-        }
-        if !torn && !self.blank_from(sector, at)? {
+            // Torn bytes: step over a word.
             torn = true;
+            at += unit;
         }
-        Ok((entries, if torn { self.sector_size } else { at }))
+        // After torn bytes no more is written to the sector: which of the
+        // words a torn write touched cannot be known for sure.
+        let end = match torn {
+            true => self.sector_size,
+            false => at.max(blank),
+        };
+        Ok((entries, end))
+    }
+
+    /// Where the erased bytes at the end of `sector` begin (aligned to the
+    /// write size).
+    fn blank_suffix(&mut self, sector: usize) -> Result<usize, Error> {
+        let unit = self.unit();
+        let chunk = format::round_up(64, unit);
+        let mut end = self.sector_size;
+        while end > 0 {
+            let start = end.saturating_sub(chunk);
+            let bytes = self.read(sector, start, end - start)?;
+            if let Some(last) = bytes.iter().rposition(|&byte| byte != 0xFF) {
+                return Ok(format::round_up(start + last + 1, unit));
+            }
+            end = start;
+        }
+        Ok(0)
     }
 
     /// The payload of the entry at `loc`, `None` when it no longer matches
@@ -655,44 +694,67 @@ impl<F: NorFlash> Inner<F> {
         })
     }
 
-    fn append(&mut self, id: SagaId, record: &Record) -> Result<(), Error> {
+    /// Writes `records` (the next of saga `id`, in order) in as few entries
+    /// as fit in a sector: one, unless they are very many or large.
+    fn append(&mut self, id: SagaId, records: &[Record]) -> Result<(), Error> {
         let saga = self.sagas.get(&id);
-        if saga.is_some_and(|saga| saga.finished.is_some()) {
-            return Err(Error::Finished(id));
-        }
-        let expected = saga
+        let mut finished = saga.and_then(|saga| saga.finished).is_some();
+        let mut expected = saga
             .and_then(|saga| saga.records.last_key_value())
             .map_or(0, |(seq, _)| seq + 1);
-        if record.seq != expected {
-            return Err(Error::OutOfOrder {
-                saga: id,
-                expected,
-                found: record.seq,
-            });
+        let mut encoded = Vec::with_capacity(records.len());
+        for record in records {
+            if finished {
+                return Err(Error::Finished(id));
+            }
+            if record.seq != expected {
+                return Err(Error::OutOfOrder {
+                    saga: id,
+                    expected,
+                    found: record.seq,
+                });
+            }
+            finished = matches!(record.event, Event::Finished { .. });
+            expected += 1;
+            encoded.push(record.to_bytes());
         }
-        let mut payload = Vec::with_capacity(ID_LEN + 32);
-        payload.extend_from_slice(&id.0.to_le_bytes());
-        payload.extend_from_slice(&record.to_bytes());
-        let entry = format::entry(KIND_RECORD, &payload, self.unit());
-        let max = self.sector_size - self.header_len();
-        if entry.len() > max || payload.len() > usize::from(u16::MAX) {
-            return Err(Error::TooLarge {
-                size: entry.len(),
-                max,
-            });
-        }
-        let (sector, offset) = self.write_entry(&entry, false)?;
-        let saga = self.sagas.entry(id).or_default();
-        saga.records.insert(
-            record.seq,
-            Loc {
-                sector,
-                offset,
-                len: payload.len(),
-            },
-        );
-        if let Event::Finished { outcome, .. } = record.event {
-            saga.finished = Some(outcome);
+        let max = self.sector_size - self.header_len() - self.mark_len();
+        let unit = self.unit();
+        let size = |bytes: &[Vec<u8>]| {
+            let payload = ID_LEN + 1 + bytes.iter().map(|record| 2 + record.len()).sum::<usize>();
+            (format::round_up(ENTRY_HEAD + payload, unit), payload)
+        };
+        let mut start = 0;
+        while start < encoded.len() {
+            // As many records as fit in one entry (at least one).
+            let mut end = start + 1;
+            while end < encoded.len()
+                && end - start < usize::from(u8::MAX)
+                && size(&encoded[start..=end]).0 <= max
+            {
+                end += 1;
+            }
+            let (total, payload_len) = size(&encoded[start..end]);
+            if total > max || payload_len > usize::from(u16::MAX) {
+                return Err(Error::TooLarge { size: total, max });
+            }
+            let payload = format::records_payload(id.0, &encoded[start..end]);
+            let entry = format::entry(KIND_RECORD, &payload, self.unit());
+            let (sector, offset) = self.write_entry(&entry, false)?;
+            let saga = self.sagas.entry(id).or_default();
+            for (index, record) in records[start..end].iter().enumerate() {
+                let loc = Loc {
+                    sector,
+                    offset,
+                    len: payload.len(),
+                    index,
+                };
+                saga.records.insert(record.seq, loc);
+                if let Event::Finished { outcome, .. } = record.event {
+                    saga.finished = Some(outcome);
+                }
+            }
+            start = end;
         }
         Ok(())
     }
@@ -728,27 +790,31 @@ impl<F: NorFlash> Inner<F> {
     }
 
     /// Makes room for `len` bytes at the head: opens a free sector while
-    /// one more stays free for reclaiming, reclaims the oldest sector
-    /// otherwise. A reclaim itself may take the last free sector.
+    /// one more stays free for reclaiming, reclaims the oldest sector into
+    /// that last one otherwise.
     fn make_room(&mut self, len: usize, reclaiming: bool) -> Result<(), Error> {
         for _ in 0..=2 * self.sectors.len() {
+            // Outside a reclaim, a sector keeps room for a mark at its end,
+            // so that the live entries of any one sector, copied to an
+            // empty one by a reclaim, leave room for the reclaim's mark.
+            let limit = match reclaiming {
+                true => self.sector_size,
+                false => self.sector_size - self.mark_len(),
+            };
             if let Some(head) = self.head
                 && let Sector::Used { end, .. } = self.sectors[head]
-                && end + len <= self.sector_size
+                && end + len <= limit
             {
                 return Ok(());
             }
-            let free = self
-                .sectors
-                .iter()
-                .filter(|sector| matches!(sector, Sector::Free { .. }))
-                .count();
-            if free >= 2 || (reclaiming && free >= 1) {
-                self.open_head()?;
-            } else if reclaiming {
+            if reclaiming {
+                // A reclaim's copies and mark always fit in its sector.
                 break;
-            } else {
-                self.reclaim_oldest()?;
+            }
+            match self.free_sectors() {
+                0 => break,
+                1 => self.reclaim_oldest()?,
+                _ => self.open_head(RECLAIMS_NONE)?,
             }
         }
         Err(Error::Full { needed: len })
@@ -756,8 +822,15 @@ impl<F: NorFlash> Inner<F> {
 
     /// Opens a free sector as the new head: the next free one after the
     /// head, so that sectors are used in turn (wear levelling), erased
-    /// first unless it is known to be blank.
-    fn open_head(&mut self) -> Result<(), Error> {
+    /// first unless this mount erased it.
+    fn free_sectors(&self) -> usize {
+        self.sectors
+            .iter()
+            .filter(|sector| matches!(sector, Sector::Free { .. }))
+            .count()
+    }
+
+    fn open_head(&mut self, reclaims: u32) -> Result<(), Error> {
         let count = self.sectors.len();
         let start = self.head.map_or(0, |head| head + 1);
         let Some(sector) = (0..count)
@@ -766,12 +839,15 @@ impl<F: NorFlash> Inner<F> {
         else {
             return Err(Error::Full { needed: 0 });
         };
-        if self.sectors[sector] != (Sector::Free { blank: true }) && !self.blank_from(sector, 0)? {
+        // Erased first unless this mount erased it: reading `0xFF` does
+        // not prove a word unwritten (a torn write may have written
+        // `0xFF` words, which flash with ECC cannot take twice).
+        if self.sectors[sector] != (Sector::Free { blank: true }) {
             self.erase(sector)?;
         }
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
-        let header = format::header(seq, self.unit());
+        let header = format::header(seq, reclaims, self.unit());
         // The sector takes no entries until its header is written.
         self.sectors[sector] = Sector::Free { blank: false };
         self.write(sector, 0, &header)?;
@@ -797,25 +873,51 @@ impl<F: NorFlash> Inner<F> {
             .min_by_key(|(_, seq)| *seq)
     }
 
-    /// Reclaims the oldest sector: copies the unfinished sagas' records it
-    /// holds to the head, writes a mark saying it is reclaimed, erases it.
+    /// Reclaims the oldest sector into the last free one: opens that one,
+    /// copies there the unfinished sagas' records the oldest holds, writes
+    /// a mark saying the oldest is reclaimed, erases the oldest.
     fn reclaim_oldest(&mut self) -> Result<(), Error> {
         let Some((oldest, seq)) = self.oldest() else {
             return Err(Error::Full { needed: 0 });
         };
-        if self.head == Some(oldest) {
-            // Copies must go elsewhere: close it.
-            if let Sector::Used { end, .. } = &mut self.sectors[oldest] {
-                *end = self.sector_size;
-            }
-        }
-        let copies: Vec<(SagaId, u64, Loc)> = self
+        // The entries to copy: each once, though it holds several records.
+        let mut copies: Vec<(SagaId, u64, Loc)> = Vec::new();
+        for (id, saga) in self
             .sagas
             .iter()
             .filter(|(_, saga)| saga.finished.is_none())
-            .flat_map(|(id, saga)| saga.records.iter().map(move |(seq, loc)| (*id, *seq, *loc)))
-            .filter(|(_, _, loc)| loc.sector == oldest)
-            .collect();
+        {
+            for (record, loc) in &saga.records {
+                let copied = copies
+                    .iter()
+                    .any(|(other, _, at)| other == id && at.same_entry(loc));
+                if loc.sector == oldest && !copied {
+                    copies.push((*id, *record, *loc));
+                }
+            }
+        }
+        // The copies and the mark go to the head when they fit there
+        // (and it is not the sector reclaimed); otherwise to the last free
+        // sector, opened for this reclaim: if the power is cut before the
+        // mark is written, the next mount drops that sector whole (the
+        // records are still in `oldest`), so the free sector a reclaim
+        // needs is never lost. Copies left at the head by a cut are
+        // duplicates, and the index keeps one of each.
+        let unit = self.unit();
+        let needed: usize = copies
+            .iter()
+            .map(|(_, _, loc)| format::round_up(ENTRY_HEAD + loc.len, unit))
+            .sum::<usize>()
+            + self.mark_len();
+        let fits = match self.head.map(|head| (head, self.sectors[head])) {
+            Some((head, Sector::Used { end, .. })) => {
+                head != oldest && end + needed <= self.sector_size
+            }
+            _ => false,
+        };
+        if !fits {
+            self.open_head(seq)?;
+        }
         for (id, record, loc) in copies {
             let total = format::round_up(ENTRY_HEAD + loc.len, self.unit());
             let bytes = self.read(loc.sector, loc.offset, total)?;
@@ -827,14 +929,10 @@ impl<F: NorFlash> Inner<F> {
             }
             let (sector, offset) = self.write_entry(&bytes, true)?;
             if let Some(saga) = self.sagas.get_mut(&id) {
-                saga.records.insert(
-                    record,
-                    Loc {
-                        sector,
-                        offset,
-                        ..loc
-                    },
-                );
+                for moved in saga.records.values_mut().filter(|at| at.same_entry(&loc)) {
+                    moved.sector = sector;
+                    moved.offset = offset;
+                }
             }
         }
         let mark = format::entry(KIND_MARK, &seq.to_le_bytes(), self.unit());
@@ -856,20 +954,24 @@ impl<F: NorFlash> Inner<F> {
         let Sector::Used { entries, marks, .. } = self.sectors[sector] else {
             return false;
         };
-        let live = self
+        let mut live: Vec<usize> = self
             .sagas
             .values()
             .filter(|saga| saga.finished.is_none())
             .flat_map(|saga| saga.records.values())
             .filter(|loc| loc.sector == sector)
-            .count() as u32;
+            .map(|loc| loc.offset)
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        let live = live.len() as u32;
         entries > live + marks
     }
 
     fn reclaim(&mut self) -> Result<usize, Error> {
         let mut erased = 0;
         while let Some((oldest, _)) = self.oldest() {
-            if self.head == Some(oldest) || !self.has_dead(oldest) {
+            if self.head == Some(oldest) || !self.has_dead(oldest) || self.free_sectors() == 0 {
                 break;
             }
             self.reclaim_oldest()?;
