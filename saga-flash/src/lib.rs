@@ -143,7 +143,7 @@
 //!
 //! # Features
 //!
-//! - `sim` (off): the [`sim`](crate::sim) module, a simulated NOR flash
+//! - `sim` (off): the `sim` module, a simulated NOR flash
 //!   that can lose power at any write or erase, for tests.
 #![no_std]
 #![forbid(unsafe_code)]

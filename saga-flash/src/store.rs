@@ -225,8 +225,8 @@ impl<F: NorFlash> FlashStore<F> {
             return Err(Error::Geometry("sectors must be 128 bytes to 256 KiB"));
         }
         let erase32 = erase as u32;
-        if range.start % erase32 != 0
-            || range.end % erase32 != 0
+        if !range.start.is_multiple_of(erase32)
+            || !range.end.is_multiple_of(erase32)
             || range.end as usize > flash.capacity()
         {
             return Err(Error::Geometry(
@@ -699,11 +699,11 @@ impl<F: NorFlash> Inner<F> {
     fn append(&mut self, id: SagaId, records: &[Record]) -> Result<(), Error> {
         let saga = self.sagas.get(&id);
         let mut finished = saga.and_then(|saga| saga.finished).is_some();
-        let mut expected = saga
+        let first = saga
             .and_then(|saga| saga.records.last_key_value())
             .map_or(0, |(seq, _)| seq + 1);
         let mut encoded = Vec::with_capacity(records.len());
-        for record in records {
+        for (expected, record) in (first..).zip(records) {
             if finished {
                 return Err(Error::Finished(id));
             }
@@ -715,7 +715,6 @@ impl<F: NorFlash> Inner<F> {
                 });
             }
             finished = matches!(record.event, Event::Finished { .. });
-            expected += 1;
             encoded.push(record.to_bytes());
         }
         let max = self.sector_size - self.header_len() - self.mark_len();
