@@ -76,6 +76,7 @@ impl NorFlashError for SimError {
 pub struct SimFlash<const W: usize = 4, const E: usize = 1024> {
     bytes: Vec<u8>,
     written: Vec<bool>,
+    erases: Vec<u64>,
     ops: u64,
     cut: Option<(u64, Tear)>,
     dead: bool,
@@ -89,6 +90,7 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
         SimFlash {
             bytes: vec![0xFF; sectors * E],
             written: vec![false; sectors * E / W],
+            erases: vec![0; sectors],
             ops: 0,
             cut: None,
             dead: false,
@@ -118,6 +120,12 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
         self.seed = seed | 1;
     }
 
+    /// How many times the sector holding byte `offset` was erased (or
+    /// began to be), over every boot.
+    pub fn erases_of(&self, offset: usize) -> u64 {
+        self.erases.get(offset / E).copied().unwrap_or(0)
+    }
+
     /// Whether the power was lost.
     pub fn is_dead(&self) -> bool {
         self.dead
@@ -135,6 +143,7 @@ impl<const W: usize, const E: usize> SimFlash<W, E> {
         SimFlash {
             bytes: self.bytes.clone(),
             written: self.written.clone(),
+            erases: self.erases.clone(),
             ops: 0,
             cut: None,
             dead: false,
@@ -223,6 +232,9 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
         }
         let tear = self.begin()?;
         self.cut_erase = tear.is_some();
+        for sector in from / E..to / E {
+            self.erases[sector] += 1;
+        }
         let erase = |flash: &mut Self, range: core::ops::Range<usize>| {
             flash.bytes[range.clone()].fill(0xFF);
             flash.written[range.start / W..range.end / W].fill(false);
