@@ -25,18 +25,23 @@
 //!   Records appended and not yet flushed may be lost; since the core makes
 //!   an attempt's "started" record durable before it runs the attempt, no
 //!   action or compensation ever ran unrecorded.
-//! - A cut in the middle of a write leaves a torn entry at the end of the
-//!   log. Its checksum does not match, so it is ignored, with everything
-//!   after it in that sector, and the next write goes to a fresh sector. A
-//!   saga's records read back are always a prefix of what was appended:
-//!   never a gap, never a record that was not written whole.
+//! - A flush is one write of one entry holding all its records, so a cut
+//!   keeps all of them or none (the "started" records of a parallel
+//!   group's members, say, are all there or all absent). Only a flush too
+//!   large for one sector is split, into entries kept or lost whole, in
+//!   order.
+//! - A cut in the middle of a write leaves a torn entry. Its checksum does
+//!   not match, so it is ignored, and nothing more is written to that
+//!   sector: the next write goes to a fresh one. A saga's records read back
+//!   are always a prefix of what was appended: never a gap, never a record
+//!   that was not written whole.
 //! - Reclaiming never loses an unfinished saga's records, whenever the power
-//!   is cut (see [Reclaim](#reclaim)), and never brings a finished saga back.
+//!   is cut (see [Reclaim](#reclaim)), never brings a finished saga back,
+//!   and never loses the free sector the next reclaim needs.
 //! - What the format cannot catch: a cut that leaves bits only weakly
 //!   programmed (reading right now, flipping later) is a hardware matter;
-//!   use flash whose writes complete or fail as a whole word, and keep
-//!   brown-out detection on. A checksum matching torn bytes by chance has
-//!   odds of one in 2³².
+//!   keep brown-out detection on. A checksum matching torn bytes by chance
+//!   has odds of one in 2³².
 //!
 //! Actions and compensations run *at least once* (one that ran and whose
 //! outcome was not yet durable runs again after the reboot, or is
@@ -46,21 +51,25 @@
 //! # On flash
 //!
 //! Each sector starts with a header: a magic number, the sector's sequence
-//! number (its place in the log: each sector opened gets the next one) and
-//! a CRC-32 of both. Entries follow, each padded to the write size, and
-//! each word is written once between erases (so flash that forbids writing
-//! a word twice, such as ECC flash, is fine):
+//! number (its place in the log: each sector opened gets the next one), the
+//! sequence number of the sector it was opened to reclaim (`u32::MAX` for
+//! none) and a CRC-32 of the three. Entries follow, each padded to the
+//! write size. Each word is written once between erases, and a sector is
+//! erased before each use (so flash that forbids writing a word twice, such
+//! as flash with ECC, is fine):
 //!
 //! ```text
-//! sector: magic u32 | sequence u32 | crc u32 | entry | entry | ... | 0xFF ...
+//! sector: magic u32 | sequence u32 | reclaims u32 | crc u32 | entry | entry | ... | 0xFF ...
 //! entry:  length u16 | kind u8 | 0 u8 | crc u32 | payload | 0xFF padding
-//! record payload: saga id (16 bytes) | Record::to_bytes()
-//! mark payload:   sequence number of a reclaimed sector (u32)
+//! records payload: saga id (16 bytes) | count u8 | (length u16 | Record::to_bytes())...
+//! mark payload:    sequence number of a reclaimed sector (u32)
 //! ```
 //!
-//! An entry takes 24 bytes besides its record's bytes, rounded up to the
-//! write size: an action's "started" record (18 bytes) takes 44 bytes with
-//! 4-byte writes, 48 with 8-byte ones.
+//! An entry takes 27 bytes, plus 2 and its bytes per record, rounded up to
+//! the write size: an action's "started" record (18 bytes) alone takes 48
+//! bytes with 4- or 8-byte writes; a committed saga of three steps (eight
+//! records in four flushes) takes 272 bytes. Every sector keeps room for
+//! one mark (12 bytes with 4-byte writes) at its end.
 //!
 //! The RAM index holds, for each saga, where each of its records is (a few
 //! words per record); records are read from flash when asked for.
@@ -68,26 +77,34 @@
 //! # Reclaim
 //!
 //! Sectors are used in turn (each sector opened is the next free one after
-//! the head, which spreads the erases). One sector is always kept free.
-//! When the head sector is full and only that one is left, the oldest
+//! the head, which spreads the erases evenly). One sector is always kept
+//! free. When the head sector is full and only that one is left, the oldest
 //! sector is reclaimed:
 //!
-//! 1. the records it holds of unfinished sagas are copied to the head;
-//! 2. a *mark* entry naming its sequence number is written at the head;
-//! 3. it is erased.
+//! 1. the entries it holds of unfinished sagas are copied forward: to the
+//!    head if they fit there with the mark, else to the free sector, opened
+//!    with a header naming the sector it reclaims;
+//! 2. a *mark* entry naming the oldest sector's sequence number is written
+//!    after the copies;
+//! 3. the oldest sector is erased.
 //!
-//! A cut during 1 or 2 leaves copies of records that are still in the old
-//! sector: the index keeps one of each (they are the same bytes). A cut
-//! during 3 may leave a sector partly erased, with its header and some
-//! records still readable: the mark says to ignore it, so a finished
-//! saga's records never come back to look unfinished. Sectors are
-//! reclaimed strictly oldest first, so one mark covers every sector up to
-//! its number, and the newest mark is always at the head or after it.
+//! A cut during 1 or 2 leaves copies of entries that are still in the old
+//! sector. Copies at the head are duplicates, and the index keeps one of
+//! each (they are the same bytes); a sector opened for the reclaim, with no
+//! mark for it anywhere, is dropped whole at the next mount and is free
+//! again, so the free sector is never used up by cuts. A cut during 3 may
+//! leave the sector partly erased, with its header and some entries still
+//! readable: the mark says to ignore it, so a finished saga's records never
+//! come back to look unfinished. Sectors are reclaimed strictly oldest
+//! first, so one mark covers every sector up to its number, and the newest
+//! mark is always in a sector not yet reclaimed.
 //!
-//! A record of an unfinished saga is copied forward each time its sector is
-//! reclaimed; one that does not fit ([`Error::Full`]) means the unfinished
-//! sagas fill the flash. A finished saga's records go as their sectors are
-//! reclaimed; [`FlashStore::list`] shows the sagas still on flash.
+//! A live entry is copied forward each time its sector is reclaimed; the
+//! entries of any one sector always fit in an empty one with a mark, so a
+//! reclaim always completes; [`Error::Full`] means the unfinished sagas
+//! fill the flash. A finished saga's records go as their sectors are
+//! reclaimed ([`FlashStore::reclaim`] reclaims every sector before the head
+//! that holds some); [`FlashStore::list`] shows the sagas still on flash.
 //!
 //! # Examples
 //!
