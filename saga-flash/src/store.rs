@@ -467,11 +467,13 @@ impl<F: NorFlash> FlashStore<F> {
     /// in a sector.
     pub fn max_record_len(&self) -> usize {
         let unit = F::WRITE_SIZE;
-        let sector = F::ERASE_SIZE
+        let room = F::ERASE_SIZE
             - format::round_up(HEADER_LEN, unit)
-            - format::round_up(ENTRY_HEAD + 4, unit);
-        let entry = sector - sector % F::WRITE_SIZE;
-        (entry - ENTRY_HEAD - ID_LEN).min(usize::from(u16::MAX) - ID_LEN)
+            - 2 * format::round_up(ENTRY_HEAD + 4, unit);
+        let entry = room - room % unit;
+        // The entry's head, the saga id, the count, the record's length.
+        let record = entry - ENTRY_HEAD - ID_LEN - 1 - 2;
+        record.min(usize::from(u16::MAX) - ID_LEN - 1 - 2)
     }
 
     /// The flash, back, once the store is no longer needed: `Err` with the
@@ -717,7 +719,9 @@ impl<F: NorFlash> Inner<F> {
             finished = matches!(record.event, Event::Finished { .. });
             encoded.push(record.to_bytes());
         }
-        let max = self.sector_size - self.header_len() - self.mark_len();
+        // Room for the largest entry even in a sector opened by a reclaim
+        // (which holds its mark) that keeps room for one more mark.
+        let max = self.sector_size - self.header_len() - 2 * self.mark_len();
         let unit = self.unit();
         let size = |bytes: &[Vec<u8>]| {
             let payload = ID_LEN + 1 + bytes.iter().map(|record| 2 + record.len()).sum::<usize>();
