@@ -162,8 +162,8 @@ fn many_sagas_in_turn_reclaim_as_they_go_and_spread_the_erases() {
     let history = replay(&store.records(SagaId(299)).unwrap()).unwrap();
     assert_eq!(history.state(), SagaState::Finished(Outcome::Committed));
     // Every sector was erased about as often as the others.
-    for sector in 0..SECTORS {
-        erases[sector] = flash.erases_of(sector * SimFlash::<4, 512>::ERASE_SIZE);
+    for (sector, count) in erases.iter_mut().enumerate() {
+        *count = flash.erases_of(sector * SimFlash::<4, 512>::ERASE_SIZE);
     }
     println!("300 three-step sagas on 4 sectors of 512 bytes: erases per sector {erases:?}");
     let (low, high) = (erases.iter().min().unwrap(), erases.iter().max().unwrap());
