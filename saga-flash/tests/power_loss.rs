@@ -466,39 +466,42 @@ fn a_saga_survives_a_power_cut_at_every_write_and_erase() {
                     erases_cut += 1;
                 }
                 // The next boot loses power at each of its writes and
-                // erases in turn (each torn one of the three ways, in
-                // turn), then once not at all.
-                for second in 0.. {
-                    let case = format!("{case}, then at op {second}");
-                    let world = fork(&world);
-                    let mut seen = one.finished.clone();
-                    let two = boot(
-                        &shape,
-                        &world,
-                        one.flash.clone(),
-                        Some((second, TEARS[(first + second) as usize % 3])),
-                        seen.is_some(),
-                        &case,
-                    );
-                    seen = seen.or(two.finished.clone());
-                    let mut last = two.flash.clone();
-                    if two.cut {
-                        second_cuts += 1;
-                        erases_cut += u64::from(two.erase_cut);
-                        let three = boot(&shape, &world, two.flash, None, seen.is_some(), &case);
-                        assert!(!three.cut, "{case}");
-                        seen = seen.or(three.finished);
-                        last = three.flash;
-                    }
-                    // One more boot finds the saga finished and runs nothing.
-                    let before = world.lock().unwrap().clone();
-                    let four = boot(&shape, &world, last, None, true, &case);
-                    assert!(!four.cut, "{case}");
-                    assert_eq!(world.lock().unwrap().actions, before.actions, "{case}");
-                    let records = seen.unwrap_or_else(|| panic!("{case}: never finished"));
-                    check(&shape, &world.lock().unwrap(), &records, clean_end, &case);
-                    if !two.cut {
-                        break;
+                // erases in turn (torn each of the three ways), then once
+                // not at all.
+                for then in TEARS {
+                    for second in 0.. {
+                        let case = format!("{case}, then at op {second} ({then:?})");
+                        let world = fork(&world);
+                        let mut seen = one.finished.clone();
+                        let two = boot(
+                            &shape,
+                            &world,
+                            one.flash.clone(),
+                            Some((second, then)),
+                            seen.is_some(),
+                            &case,
+                        );
+                        seen = seen.or(two.finished.clone());
+                        let mut last = two.flash.clone();
+                        if two.cut {
+                            second_cuts += 1;
+                            erases_cut += u64::from(two.erase_cut);
+                            let three =
+                                boot(&shape, &world, two.flash, None, seen.is_some(), &case);
+                            assert!(!three.cut, "{case}");
+                            seen = seen.or(three.finished);
+                            last = three.flash;
+                        }
+                        // One more boot finds the saga finished and runs nothing.
+                        let before = world.lock().unwrap().clone();
+                        let four = boot(&shape, &world, last, None, true, &case);
+                        assert!(!four.cut, "{case}");
+                        assert_eq!(world.lock().unwrap().actions, before.actions, "{case}");
+                        let records = seen.unwrap_or_else(|| panic!("{case}: never finished"));
+                        check(&shape, &world.lock().unwrap(), &records, clean_end, &case);
+                        if !two.cut {
+                            break;
+                        }
                     }
                 }
             }
