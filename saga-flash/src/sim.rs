@@ -252,7 +252,7 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
             Some(Tear::Noise) => {
                 for at in from..to {
                     let noise = self.random();
-                    if noise.is_multiple_of(4) {
+                    if noise % 4 == 0 {
                         self.bytes[at] = 0xFF;
                     } else {
                         self.bytes[at] |= (noise >> 8) as u8;
@@ -268,7 +268,7 @@ impl<const W: usize, const E: usize> NorFlash for SimFlash<W, E> {
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
         let offset = offset as usize;
-        if !offset.is_multiple_of(W) || !bytes.len().is_multiple_of(W) {
+        if offset % W != 0 || bytes.len() % W != 0 {
             return Err(SimError(NorFlashErrorKind::NotAligned));
         }
         if offset + bytes.len() > self.bytes.len() {

@@ -225,8 +225,8 @@ impl<F: NorFlash> FlashStore<F> {
             return Err(Error::Geometry("sectors must be 128 bytes to 256 KiB"));
         }
         let erase32 = erase as u32;
-        if !range.start.is_multiple_of(erase32)
-            || !range.end.is_multiple_of(erase32)
+        if range.start % erase32 != 0
+            || range.end % erase32 != 0
             || range.end as usize > flash.capacity()
         {
             return Err(Error::Geometry(
@@ -804,10 +804,11 @@ impl<F: NorFlash> Inner<F> {
                 true => self.sector_size,
                 false => self.sector_size - self.mark_len(),
             };
-            if let Some(head) = self.head
-                && let Sector::Used { end, .. } = self.sectors[head]
-                && end + len <= limit
-            {
+            let room = match self.head.map(|head| self.sectors[head]) {
+                Some(Sector::Used { end, .. }) => end + len <= limit,
+                _ => false,
+            };
+            if room {
                 return Ok(());
             }
             if reclaiming {

@@ -169,12 +169,13 @@ fn build(shape: &Shape, world: &World) -> Saga<String> {
                             .wrong
                             .push(format!("step {index} undone, never started"));
                     }
-                    if let Some(receipt) = &receipt
-                        && *receipt != format!("receipt {index}")
+                    if receipt
+                        .as_ref()
+                        .is_some_and(|receipt| *receipt != format!("receipt {index}"))
                     {
                         ledger
                             .wrong
-                            .push(format!("step {index} undone with {receipt}"));
+                            .push(format!("step {index} undone with {receipt:?}"));
                     }
                     if undo_fails {
                         return Err(format!("undo {index} said no"));
