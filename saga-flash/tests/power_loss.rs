@@ -9,7 +9,9 @@
 //! replayed and the saga resumed with `Saga::resume`), the power is cut
 //! again at each write or erase of the resumed run, and the device reboots
 //! once more and finishes. After a saga finishes, its device reclaims the
-//! flash, and the power may be cut there too.
+//! flash, and the power may be cut there too. All of it on 5 sectors of
+//! 512 bytes written in 4-byte words, and again (second cuts torn one way)
+//! on 3 sectors of 1 KiB written in 8-byte words.
 //!
 //! A world outside the saga (a ledger keyed by step) checks the books:
 //!
@@ -41,8 +43,6 @@ use saga_core::{CompensationMode, Retry, Saga, SagaBuilder, TypedStep};
 use saga_flash::sim::{SimFlash, Tear};
 use saga_flash::{Error, FlashStore};
 
-type Flash = SimFlash<4, 512>;
-const SECTORS: usize = 5;
 const SAGA: SagaId = SagaId(100);
 const BYSTANDER: SagaId = SagaId(7);
 const TEARS: [Tear; 3] = [Tear::Before, Tear::Partial, Tear::Noise];
@@ -238,8 +238,8 @@ fn bystander() -> Vec<Record> {
 
 /// A flash holding four finished sagas and one unfinished (the
 /// bystander), as the device left it before the saga under test.
-fn prepared() -> Flash {
-    let store = FlashStore::mount(Flash::new(SECTORS)).unwrap();
+fn prepared<const W: usize, const E: usize>(sectors: usize) -> SimFlash<W, E> {
+    let store = FlashStore::mount(SimFlash::<W, E>::new(sectors)).unwrap();
     for id in 0..4 {
         let id = SagaId(id);
         let records = [
@@ -279,7 +279,7 @@ fn prepared() -> Flash {
 }
 
 /// What one boot of the device did.
-struct Boot {
+struct Boot<const W: usize, const E: usize> {
     /// The power was cut.
     cut: bool,
     /// It was cut during an erase.
@@ -287,20 +287,20 @@ struct Boot {
     /// The saga's records, once it was seen finished.
     finished: Option<Vec<Record>>,
     /// The flash, after the reboot that follows.
-    flash: Flash,
+    flash: SimFlash<W, E>,
 }
 
 /// One boot: mount, check the bystander, start or resume the saga (or
 /// nothing if it finished), reclaim once it finished; the power is cut at
 /// write or erase `cut`, if any.
-fn boot(
+fn boot<const W: usize, const E: usize>(
     shape: &Shape,
     world: &World,
-    mut flash: Flash,
+    mut flash: SimFlash<W, E>,
     cut: Option<(u64, Tear)>,
     seen_finished: bool,
     case: &str,
-) -> Boot {
+) -> Boot<W, E> {
     let planned = cut.is_some();
     if let Some((op, tear)) = cut {
         flash.cut_power_at(op, tear);
@@ -423,10 +423,11 @@ fn check(shape: &Shape, ledger: &Ledger, records: &[Record], clean: Outcome, cas
     );
 }
 
-#[test]
-fn a_saga_survives_a_power_cut_at_every_write_and_erase() {
-    let started = Instant::now();
-    let base = prepared();
+/// Every shape, the power cut at each write and erase (each torn the three
+/// ways), then at each of the next boot's (each torn the ways in `then`):
+/// (first cuts, second cuts, cuts at an erase).
+fn sweep<const W: usize, const E: usize>(sectors: usize, then_tears: &[Tear]) -> (u64, u64, u64) {
+    let base = prepared::<W, E>(sectors);
     let (mut cases, mut second_cuts, mut erases_cut) = (0_u64, 0_u64, 0_u64);
     for shape in shapes() {
         let world = World::default();
@@ -469,7 +470,7 @@ fn a_saga_survives_a_power_cut_at_every_write_and_erase() {
                 // The next boot loses power at each of its writes and
                 // erases in turn (torn each of the three ways), then once
                 // not at all.
-                for then in TEARS {
+                for &then in then_tears {
                     for second in 0.. {
                         let case = format!("{case}, then at op {second} ({then:?})");
                         let world = fork(&world);
@@ -508,9 +509,29 @@ fn a_saga_survives_a_power_cut_at_every_write_and_erase() {
             }
         }
     }
+    (cases, second_cuts, erases_cut)
+}
+
+#[test]
+fn a_saga_survives_a_power_cut_at_every_write_and_erase() {
+    let started = Instant::now();
+    let (cases, second_cuts, erases_cut) = sweep::<4, 512>(5, &TEARS);
     let total = cases + second_cuts;
     println!(
-        "power-loss cases: {total} ({cases} first cuts, {erases_cut} of all at an erase, {second_cuts} second cuts) in {:?}",
+        "power-loss cases, 4-byte words, 5 sectors of 512 bytes: {total} ({cases} first cuts, {second_cuts} second cuts, {erases_cut} of all at an erase) in {:?}",
+        started.elapsed()
+    );
+    assert!(cases > 300, "{cases} cases");
+    assert!(erases_cut > 0, "no cut fell on an erase");
+}
+
+#[test]
+fn the_same_with_8_byte_words_and_3_sectors_of_1_kib() {
+    let started = Instant::now();
+    let (cases, second_cuts, erases_cut) = sweep::<8, 1024>(3, &[Tear::Noise]);
+    let total = cases + second_cuts;
+    println!(
+        "power-loss cases, 8-byte words, 3 sectors of 1 KiB: {total} ({cases} first cuts, {second_cuts} second cuts, {erases_cut} of all at an erase) in {:?}",
         started.elapsed()
     );
     assert!(cases > 300, "{cases} cases");
