@@ -21,6 +21,7 @@ scenarios=(
     custom_step_and_cancel
     compensation_modes
     durable_page_journal
+    flash_journal_power_cuts
     heap
     heap_returns_to_start
 )

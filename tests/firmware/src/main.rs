@@ -38,6 +38,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("custom_step_and_cancel", scenarios::custom::run),
     ("compensation_modes", scenarios::modes::run),
     ("durable_page_journal", scenarios::durable::run),
+    ("flash_journal_power_cuts", scenarios::flash::run),
     ("heap", scenarios::heap::run),
 ];
 

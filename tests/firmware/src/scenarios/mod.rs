@@ -5,6 +5,7 @@ pub mod abort;
 pub mod custom;
 pub mod deep;
 pub mod durable;
+pub mod flash;
 pub mod flow;
 pub mod group;
 pub mod heap;
