@@ -625,21 +625,25 @@ impl PgStore {
     /// Read from the sagas' rows, which each flush keeps up to date (so
     /// without reading the records).
     pub async fn list(&self, state: Option<SagaState>) -> Result<Vec<SagaSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id::text AS id, definition, version, state, owner, epoch, \
-                 (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1e6)::int8 AS lease_left, \
-                 recoveries, next_seq, \
-                 (extract(epoch FROM created_at) * 1e6)::int8 AS created, \
-                 (extract(epoch FROM updated_at) * 1e6)::int8 AS updated, \
-                 (extract(epoch FROM clock_timestamp() - created_at) * 1e6)::int8 AS age, \
-                 last_error, quarantine \
-             FROM saga.sagas WHERE ($1::text IS NULL OR state = $1) ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "{SUMMARY_COLUMNS} WHERE ($1::text IS NULL OR state = $1) ORDER BY id"
+        ))
         .bind(state.map(state_name))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| StoreError::postgres("cannot list the sagas", e))?;
-        rows.iter().map(summary).collect()
+        rows.iter().map(summary_of).collect()
+    }
+
+    /// The summary of saga `id`, as [`list`](PgStore::list) shows it
+    /// (`None` for a saga the store does not know).
+    pub async fn summary(&self, id: SagaId) -> Result<Option<SagaSummary>, StoreError> {
+        let row = sqlx::query(&format!("{SUMMARY_COLUMNS} WHERE id = $1::uuid"))
+            .bind(id_text(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::postgres(format!("saga {id}: cannot read its row"), e))?;
+        row.as_ref().map(summary_of).transpose()
     }
 
     /// Gives saga `id` up: appends [`Finished`](Event::Finished) with
@@ -926,7 +930,17 @@ fn decode(id: SagaId, seq: i64, want: i64, body: &[u8], sum: i64) -> Result<Reco
     Ok(record)
 }
 
-fn summary(row: &PgRow) -> Result<SagaSummary, StoreError> {
+/// What [`summary_of`] reads of a saga's row, `FROM saga.sagas`.
+const SUMMARY_COLUMNS: &str = "SELECT id::text AS id, definition, version, state, owner, epoch, \
+         (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1e6)::int8 AS lease_left, \
+         recoveries, next_seq, \
+         (extract(epoch FROM created_at) * 1e6)::int8 AS created, \
+         (extract(epoch FROM updated_at) * 1e6)::int8 AS updated, \
+         (extract(epoch FROM clock_timestamp() - created_at) * 1e6)::int8 AS age, \
+         last_error, quarantine \
+     FROM saga.sagas";
+
+fn summary_of(row: &PgRow) -> Result<SagaSummary, StoreError> {
     let get = |e| StoreError::postgres("cannot read a saga's row", e);
     let id = parse_id(&row.try_get::<String, _>("id").map_err(get)?)?;
     let lease_left: Option<i64> = row.try_get("lease_left").map_err(get)?;
@@ -1129,6 +1143,7 @@ mod tests {
         send(store.history(SagaId(1)));
         send(store.unfinished());
         send(store.list(None));
+        send(store.summary(SagaId(1)));
         send(store.abandon(SagaId(1), ""));
         send(store.reopen(SagaId(1)));
         send(store.submit(SagaId(1), &Start::new("", 0, Vec::new()), 0));
