@@ -94,6 +94,40 @@
 //! fence whatever worker still drove it. [`PgStore::quarantine`] sets aside
 //! a saga that cannot be resumed (a [`Worker`] does so with the reason), and
 //! [`PgStore::release_quarantine`] lets it be claimed again.
+//! [`PgStore::summary`] reads one saga's row as [`PgStore::list`] shows it.
+//!
+//! # Command line
+//!
+//! The crate's binary, `saga-pg` (`cargo install saga-postgres`, or
+//! `cargo run -p saga-postgres --bin saga-pg --`), does the same from a
+//! shell. The database is `--url URL` or, without it, `DATABASE_URL`
+//! (`postgres://user:password@host/db`, or
+//! `postgres:///db?host=/run/postgresql` for a Unix socket); it never
+//! creates the store's tables.
+//!
+//! ```text
+//! saga-pg list [--state forward|unwinding|committed|compensated|stuck|abandoned]
+//! saga-pg show ID                      # the summary, then each record on a line
+//! saga-pg abandon ID --reason TEXT
+//! saga-pg reopen ID
+//! saga-pg release-quarantine ID
+//! ```
+//!
+//! `list` prints a table, a saga a line: id, definition@version, state,
+//! owner, epoch, lease left, recoveries, age, last error and quarantine
+//! (the last two cut to 40 characters; `show` prints them whole). Control
+//! characters in messages are escaped, so that a record stays on its
+//! line. It exits with 0 when the command did what it says, 1 when it
+//! failed (no database, no such saga, a change the store refuses, with
+//! the store's message), and 2 when the command line is wrong.
+//!
+//! ```text
+//! $ saga-pg list --state stuck
+//! ID                                DEFINITION  STATE  OWNER  EPOCH  LEASE  RECOVERIES  AGE   LAST ERROR                                QUARANTINE
+//! 18edc00effe3017060415c3400000002  refund@2    stuck  -      1      -      0           0.3s  step 1 failed: card declined by the iss…  -
+//! $ saga-pg reopen 18edc00effe3017060415c3400000002
+//! saga 18edc00effe3017060415c3400000002 reopened: the next worker to claim it compensates it
+//! ```
 //!
 //! # Schema
 //!

@@ -46,6 +46,8 @@ options:
 
 exit status: 0 done, 1 failed, 2 wrong usage";
 
+const SHORT_USAGE: &str = "usage: saga-pg [--url URL] COMMAND (saga-pg --help lists the commands)";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
@@ -75,12 +77,12 @@ fn main() -> ExitCode {
         }
         Ok(Parsed::Run { url, command }) => (url, command),
         Err(message) => {
-            eprintln!("saga-pg: {message}\n\n{USAGE}");
+            eprintln!("saga-pg: {message}\n{SHORT_USAGE}");
             return ExitCode::from(2);
         }
     };
     let Some(url) = url.or_else(|| std::env::var("DATABASE_URL").ok()) else {
-        eprintln!("saga-pg: no database: pass --url URL or set DATABASE_URL\n\n{USAGE}");
+        eprintln!("saga-pg: no database: pass --url URL or set DATABASE_URL\n{SHORT_USAGE}");
         return ExitCode::from(2);
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -212,7 +214,7 @@ async fn run(url: &str, command: Command) -> Result<String, String> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect(&with_host(url))
         .await
         .map_err(|error| format!("cannot connect to {}: {error}", redact(url)))?;
     let store = PgStore::new(pool).map_err(|error| error.to_string())?;
@@ -224,9 +226,9 @@ async fn run(url: &str, command: Command) -> Result<String, String> {
             };
             let mut output = details(&summary);
             match store.records(id).await {
-                Ok(records) if records.is_empty() => output.push_str("records: none\n"),
+                Ok(records) if records.is_empty() => output.push_str("journal:    no record\n"),
                 Ok(records) => {
-                    output.push_str("records:\n");
+                    output.push_str("journal:\n");
                     for record in &records {
                         let _ = writeln!(output, "  {}", record_line(record));
                     }
@@ -274,6 +276,26 @@ fn explain(error: StoreError) -> String {
             error.message().to_owned()
         }
         _ => error.to_string(),
+    }
+}
+
+/// `url` with `localhost` for an empty host (`postgres:///app?host=/run/postgresql`,
+/// as libpq takes it: `sqlx` wants a host, and a `host` parameter naming a
+/// socket's directory wins over it).
+fn with_host(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (credentials, host) = match authority.rsplit_once('@') {
+        Some((credentials, host)) => (Some(credentials), host),
+        None => (None, authority),
+    };
+    match (host.is_empty(), credentials) {
+        (false, _) => url.to_owned(),
+        (true, Some(credentials)) => format!("{scheme}://{credentials}@localhost{tail}"),
+        (true, None) => format!("{scheme}://localhost{tail}"),
     }
 }
 
