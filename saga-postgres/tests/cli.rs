@@ -139,10 +139,9 @@ fn operators_use_the_store_through_saga_pg() {
         let running = store.create(store.new_id(), "w2", LONG).await.unwrap();
         let mut journal = store.journal(&running);
         let mut never = SagaBuilder::new()
-            .add_step(
-                || std::future::pending::<Result<(), String>>(),
-                || async { Ok(()) },
-            )
+            .add_step(std::future::pending::<Result<(), String>>, || async {
+                Ok(())
+            })
             .build();
         let run = never
             .run_journaled(&mut journal, Start::new("ship", 1, vec![]))
