@@ -124,7 +124,7 @@
 //! ```text
 //! $ saga-pg list --state stuck
 //! ID                                DEFINITION  STATE  OWNER  EPOCH  LEASE  RECOVERIES  AGE   LAST ERROR                                QUARANTINE
-//! 18edc00effe3017060415c3400000002  refund@2    stuck  -      1      -      0           0.3s  step 1 failed: card declined by the iss…  -
+//! 18edc00effe3017060415c3400000002  refund@2    stuck  -      1      -      0           0.3s  step 1 failed: card declined\nby the is…  -
 //! $ saga-pg reopen 18edc00effe3017060415c3400000002
 //! saga 18edc00effe3017060415c3400000002 reopened: the next worker to claim it compensates it
 //! ```
