@@ -94,6 +94,40 @@
 //! fence whatever worker still drove it. [`PgStore::quarantine`] sets aside
 //! a saga that cannot be resumed (a [`Worker`] does so with the reason), and
 //! [`PgStore::release_quarantine`] lets it be claimed again.
+//! [`PgStore::summary`] reads one saga's row as [`PgStore::list`] shows it.
+//!
+//! # Command line
+//!
+//! The crate's binary, `saga-pg` (`cargo install saga-postgres`, or
+//! `cargo run -p saga-postgres --bin saga-pg --`), does the same from a
+//! shell. The database is `--url URL` or, without it, `DATABASE_URL`
+//! (`postgres://user:password@host/db`, or
+//! `postgres:///db?host=/run/postgresql` for a Unix socket); it never
+//! creates the store's tables.
+//!
+//! ```text
+//! saga-pg list [--state forward|unwinding|committed|compensated|stuck|abandoned]
+//! saga-pg show ID                      # the summary, then each record on a line
+//! saga-pg abandon ID --reason TEXT
+//! saga-pg reopen ID
+//! saga-pg release-quarantine ID
+//! ```
+//!
+//! `list` prints a table, a saga a line: id, definition@version, state,
+//! owner, epoch, lease left, recoveries, age, last error and quarantine
+//! (the last two cut to 40 characters; `show` prints them whole). Control
+//! characters in messages are escaped, so that a record stays on its
+//! line. It exits with 0 when the command did what it says, 1 when it
+//! failed (no database, no such saga, a change the store refuses, with
+//! the store's message), and 2 when the command line is wrong.
+//!
+//! ```text
+//! $ saga-pg list --state stuck
+//! ID                                DEFINITION  STATE  OWNER  EPOCH  LEASE  RECOVERIES  AGE   LAST ERROR                                QUARANTINE
+//! 18edc00effe3017060415c3400000002  refund@2    stuck  -      1      -      0           0.3s  step 1 failed: card declined\nby the is…  -
+//! $ saga-pg reopen 18edc00effe3017060415c3400000002
+//! saga 18edc00effe3017060415c3400000002 reopened: the next worker to claim it compensates it
+//! ```
 //!
 //! # Schema
 //!
@@ -625,21 +659,25 @@ impl PgStore {
     /// Read from the sagas' rows, which each flush keeps up to date (so
     /// without reading the records).
     pub async fn list(&self, state: Option<SagaState>) -> Result<Vec<SagaSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id::text AS id, definition, version, state, owner, epoch, \
-                 (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1e6)::int8 AS lease_left, \
-                 recoveries, next_seq, \
-                 (extract(epoch FROM created_at) * 1e6)::int8 AS created, \
-                 (extract(epoch FROM updated_at) * 1e6)::int8 AS updated, \
-                 (extract(epoch FROM clock_timestamp() - created_at) * 1e6)::int8 AS age, \
-                 last_error, quarantine \
-             FROM saga.sagas WHERE ($1::text IS NULL OR state = $1) ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "{SUMMARY_COLUMNS} WHERE ($1::text IS NULL OR state = $1) ORDER BY id"
+        ))
         .bind(state.map(state_name))
         .fetch_all(&self.pool)
         .await
         .map_err(|e| StoreError::postgres("cannot list the sagas", e))?;
-        rows.iter().map(summary).collect()
+        rows.iter().map(summary_of).collect()
+    }
+
+    /// The summary of saga `id`, as [`list`](PgStore::list) shows it
+    /// (`None` for a saga the store does not know).
+    pub async fn summary(&self, id: SagaId) -> Result<Option<SagaSummary>, StoreError> {
+        let row = sqlx::query(&format!("{SUMMARY_COLUMNS} WHERE id = $1::uuid"))
+            .bind(id_text(id))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::postgres(format!("saga {id}: cannot read its row"), e))?;
+        row.as_ref().map(summary_of).transpose()
     }
 
     /// Gives saga `id` up: appends [`Finished`](Event::Finished) with
@@ -926,7 +964,17 @@ fn decode(id: SagaId, seq: i64, want: i64, body: &[u8], sum: i64) -> Result<Reco
     Ok(record)
 }
 
-fn summary(row: &PgRow) -> Result<SagaSummary, StoreError> {
+/// What [`summary_of`] reads of a saga's row, `FROM saga.sagas`.
+const SUMMARY_COLUMNS: &str = "SELECT id::text AS id, definition, version, state, owner, epoch, \
+         (extract(epoch FROM lease_expires_at - clock_timestamp()) * 1e6)::int8 AS lease_left, \
+         recoveries, next_seq, \
+         (extract(epoch FROM created_at) * 1e6)::int8 AS created, \
+         (extract(epoch FROM updated_at) * 1e6)::int8 AS updated, \
+         (extract(epoch FROM clock_timestamp() - created_at) * 1e6)::int8 AS age, \
+         last_error, quarantine \
+     FROM saga.sagas";
+
+fn summary_of(row: &PgRow) -> Result<SagaSummary, StoreError> {
     let get = |e| StoreError::postgres("cannot read a saga's row", e);
     let id = parse_id(&row.try_get::<String, _>("id").map_err(get)?)?;
     let lease_left: Option<i64> = row.try_get("lease_left").map_err(get)?;
@@ -1129,6 +1177,7 @@ mod tests {
         send(store.history(SagaId(1)));
         send(store.unfinished());
         send(store.list(None));
+        send(store.summary(SagaId(1)));
         send(store.abandon(SagaId(1), ""));
         send(store.reopen(SagaId(1)));
         send(store.submit(SagaId(1), &Start::new("", 0, Vec::new()), 0));

@@ -636,6 +636,12 @@ async fn operators_list_abandon_and_reopen() {
         "{:?}",
         stuck_summary.last_error
     );
+    // One saga's row, as the list shows it; none for an unknown saga.
+    let one = store.summary(unwinding.id()).await.unwrap().unwrap();
+    assert_eq!((one.id, one.state), (unwinding.id(), SagaState::Unwinding));
+    assert_eq!(one.last_error.as_deref(), Some("card declined"));
+    assert_eq!((one.epoch, one.records), (unwound.epoch, unwound.records));
+    assert_eq!(store.summary(SagaId(42)).await.unwrap(), None);
     // By state.
     let only = store.list(Some(SagaState::Unwinding)).await.unwrap();
     assert_eq!(
