@@ -222,7 +222,9 @@ fn registry(dir: &Path) -> Registry<String> {
         },
     );
 
-    // One step, which kills the process that runs it.
+    // One step, which kills the process that runs it. An attempt cut short
+    // by a crash counts: with a single one, the saga would fail (and be
+    // compensated) at its first takeover, instead of running again.
     let poison = dir.to_path_buf();
     registry.register(
         "poison",
@@ -230,6 +232,7 @@ fn registry(dir: &Path) -> Registry<String> {
         move |_: &(), context: &SagaContext| -> Saga<String> {
             let (dir, context) = (poison.clone(), *context);
             SagaBuilder::new()
+                .action_retry(Retry::attempts(10))
                 .add_step(
                     move || {
                         let dir = dir.clone();
@@ -1106,7 +1109,9 @@ async fn poison() {
             spawned += 1;
         }
         let list = store.list(None).await.unwrap();
-        let poisoned = list.iter().any(|s| s.id == poison && s.quarantine.is_some());
+        let poisoned = list.iter().find(|s| s.id == poison).unwrap();
+        assert_eq!(poisoned.state, SagaState::Forward, "{poisoned:?}");
+        let poisoned = poisoned.quarantine.is_some();
         if poisoned && finished(&list) == ids.len() {
             break;
         }
