@@ -1199,10 +1199,12 @@ async fn server_restart() {
     let stop_took = stopping.elapsed();
     let down_at = now();
     tokio::time::sleep(DOWN).await;
+    // The server is down from `down_at` to `up_at` at least (it may accept
+    // connections a moment before `pg_ctl start` returns).
+    let up_at = now();
     let starting = Instant::now();
     cluster.start_server();
     let start_took = starting.elapsed();
-    let up_at = now();
     let unfinished_at_restart = {
         let list = store.list(None).await.unwrap();
         SAGAS - finished(&list)
