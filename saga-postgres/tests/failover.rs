@@ -624,15 +624,27 @@ struct StepRun {
 /// Each (saga, step)'s runs, from the ledger's start and end lines. A run
 /// of a process in `dead` that never ended ends when the process was gone;
 /// one of a live process ends `now` (it was stopped, sometime before).
-fn step_runs(ledger: &[Entry], dead: &HashMap<u32, u64>) -> BTreeMap<(SagaId, usize), Vec<StepRun>> {
+fn step_runs(
+    ledger: &[Entry],
+    dead: &HashMap<u32, u64>,
+) -> BTreeMap<(SagaId, usize), Vec<StepRun>> {
     let mut open: HashMap<(SagaId, usize, bool, u32, u64), u64> = HashMap::new();
     let mut runs: BTreeMap<(SagaId, usize), Vec<StepRun>> = BTreeMap::new();
     for entry in ledger {
-        let key = (entry.saga, entry.step, entry.compensation, entry.pid, entry.epoch);
+        let key = (
+            entry.saga,
+            entry.step,
+            entry.compensation,
+            entry.pid,
+            entry.epoch,
+        );
         match entry.phase {
             Phase::Start => {
                 let before = open.insert(key, entry.at);
-                assert!(before.is_none(), "two runs at once in one process: {entry:?}");
+                assert!(
+                    before.is_none(),
+                    "two runs at once in one process: {entry:?}"
+                );
             }
             Phase::Ok | Phase::Err => {
                 let start = open
@@ -669,7 +681,9 @@ fn step_runs(ledger: &[Entry], dead: &HashMap<u32, u64>) -> BTreeMap<(SagaId, us
 }
 
 /// The pairs of runs of one (saga, step) that overlapped in time.
-fn overlaps(runs: &BTreeMap<(SagaId, usize), Vec<StepRun>>) -> Vec<(SagaId, usize, StepRun, StepRun)> {
+fn overlaps(
+    runs: &BTreeMap<(SagaId, usize), Vec<StepRun>>,
+) -> Vec<(SagaId, usize, StepRun, StepRun)> {
     let mut found = Vec::new();
     for (&(saga, step), list) in runs {
         for (index, earlier) in list.iter().enumerate() {
@@ -776,7 +790,10 @@ fn check_journal(id: SagaId, records: &[Record], outcome: Outcome) {
         assert_eq!(record.seq, want as u64, "saga {id}: {records:?}");
     }
     assert!(
-        matches!(records.first().map(|r| &r.event), Some(Event::Created { .. })),
+        matches!(
+            records.first().map(|r| &r.event),
+            Some(Event::Created { .. })
+        ),
         "saga {id}: {records:?}"
     );
     let finished: Vec<&Record> = records
@@ -830,7 +847,10 @@ async fn failover() {
 
     // Mid-run: some sagas finished, and the victim is running steps.
     let deadline = Instant::now() + Duration::from_secs(30);
-    until(&store, deadline, "40 sagas finished", |list| finished(list) >= 40).await;
+    until(&store, deadline, "40 sagas finished", |list| {
+        finished(list) >= 40
+    })
+    .await;
     until_ledger(dir.path(), deadline, "a step of w0", |e| e.pid == victim).await;
     let killed = children.kill("w0");
     let run_before = started.elapsed();
@@ -868,11 +888,18 @@ async fn failover() {
     let list = store.list(None).await.unwrap();
     for (saga, run) in &cut {
         let summary = list.iter().find(|s| s.id == *saga).unwrap();
-        assert!(summary.epoch > run.epoch && summary.recoveries >= 1, "{summary:?}");
+        assert!(
+            summary.epoch > run.epoch && summary.recoveries >= 1,
+            "{summary:?}"
+        );
     }
     // An action applied twice (at least once: its end was not journaled)
     // was first applied by the victim.
-    let twice: Vec<_> = books.applies.iter().filter(|(_, pids)| pids.len() > 1).collect();
+    let twice: Vec<_> = books
+        .applies
+        .iter()
+        .filter(|(_, pids)| pids.len() > 1)
+        .collect();
     for (key, pids) in &twice {
         assert_eq!(pids.len(), 2, "{key:?}: {pids:?}");
         assert_eq!(pids[0], victim, "{key:?}: {pids:?}");
@@ -920,7 +947,10 @@ async fn failover() {
         twice.len(),
     );
     for (name, report) in &reports {
-        println!("  {name}: {}", report.text.lines().next().unwrap_or_default());
+        println!(
+            "  {name}: {}",
+            report.text.lines().next().unwrap_or_default()
+        );
     }
 }
 
@@ -1006,7 +1036,13 @@ async fn zombie() {
     assert_eq!(store.records(id).await.unwrap(), records);
     let last = store.list(None).await.unwrap()[0].clone();
     assert_eq!(
-        (last.state, last.epoch, last.records, last.updated, last.owner),
+        (
+            last.state,
+            last.epoch,
+            last.records,
+            last.updated,
+            last.owner
+        ),
         (
             after_takeover.state,
             2,
@@ -1035,21 +1071,30 @@ async fn zombie() {
     let ledger = read_ledger(dir.path());
     let by_z: Vec<&Entry> = ledger.iter().filter(|e| e.pid == zombie).collect();
     assert_eq!(by_z.len(), 2, "{by_z:?}");
-    assert!(by_z.iter().all(|e| e.step == 0 && e.epoch == 1 && !e.compensation));
-    assert!(by_z[1].at > continued, "z's step ended before it was continued");
+    assert!(
+        by_z.iter()
+            .all(|e| e.step == 0 && e.epoch == 1 && !e.compensation)
+    );
+    assert!(
+        by_z[1].at > continued,
+        "z's step ended before it was continued"
+    );
     let by_b: Vec<&Entry> = ledger.iter().filter(|e| e.pid == other).collect();
     assert_eq!(by_b.len(), 4, "{by_b:?}");
     assert!(by_b.iter().all(|e| e.epoch == 2));
     let runs = step_runs(&ledger, &HashMap::new());
     let overlapping = overlaps(&runs);
     assert_eq!(overlapping.len(), 1, "{overlapping:#?}");
-    assert_eq!((overlapping[0].2.pid, overlapping[0].3.pid), (zombie, other));
+    assert_eq!(
+        (overlapping[0].2.pid, overlapping[0].3.pid),
+        (zombie, other)
+    );
     let books = books(&ledger);
     assert_eq!(books.refused.len(), 1, "{:?}", books.refused);
     assert_eq!(books.refused[0].pid, zombie);
     assert_eq!(books.applies[&(id, 0)], [other]);
-    assert_eq!(books.applied[&(id, 0)], true);
-    assert_eq!(books.applied[&(id, 1)], true);
+    assert!(books.applied[&(id, 0)]);
+    assert!(books.applied[&(id, 1)]);
 
     println!(
         "zombie: z stopped {:.0} ms (lease {LEASE:?}); b committed the saga {took:?} after it \
@@ -1094,7 +1139,8 @@ async fn poison() {
         spawned += 1;
     }
     let started = Instant::now();
-    let deadline = started + (LEASE + Duration::from_secs(5)) * (MAX as u32 + 1) + Duration::from_secs(30);
+    let deadline =
+        started + (LEASE + Duration::from_secs(5)) * (MAX as u32 + 1) + Duration::from_secs(30);
     let mut crashed: HashMap<u32, u64> = HashMap::new();
     loop {
         for (name, pid, status) in children.exited() {
@@ -1145,7 +1191,11 @@ async fn poison() {
     let epochs: Vec<u64> = runs.iter().map(|e| e.epoch).collect();
     assert_eq!(epochs, (1..=MAX + 1).collect::<Vec<_>>(), "{runs:?}");
     let pids: BTreeSet<u32> = runs.iter().map(|e| e.pid).collect();
-    assert_eq!(pids, crashed.keys().copied().collect(), "each run crashed its worker");
+    assert_eq!(
+        pids,
+        crashed.keys().copied().collect(),
+        "each run crashed its worker"
+    );
     let quarantined: u64 = reports.values().map(|r| r.get("quarantined")).sum();
     assert_eq!(quarantined, 1);
 
@@ -1192,7 +1242,10 @@ async fn server_restart() {
         children.spawn(name, &[(MAX_SAGAS, "8")]);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    until(&store, deadline, "15 sagas finished", |list| finished(list) >= 15).await;
+    until(&store, deadline, "15 sagas finished", |list| {
+        finished(list) >= 15
+    })
+    .await;
 
     let stopping = Instant::now();
     cluster.stop_server();
@@ -1209,11 +1262,20 @@ async fn server_restart() {
         let list = store.list(None).await.unwrap();
         SAGAS - finished(&list)
     };
-    assert!(unfinished_at_restart > 0, "every saga finished before the restart");
+    assert!(
+        unfinished_at_restart > 0,
+        "every saga finished before the restart"
+    );
 
     let all = |list: &[SagaSummary]| list.len() == SAGAS && finished(list) == SAGAS;
     let slack = Duration::from_secs(40);
-    let to_finish = until(&store, Instant::now() + LEASE + slack, "every saga finished", all).await;
+    let to_finish = until(
+        &store,
+        Instant::now() + LEASE + slack,
+        "every saga finished",
+        all,
+    )
+    .await;
     let reports = children.stop();
 
     let ledger = read_ledger(dir.path());
