@@ -274,7 +274,9 @@ fn child_mode() -> bool {
         let options = PgConnectOptions::new()
             .socket(&socket)
             .username("postgres")
-            .database("postgres");
+            .database("postgres")
+            // Names the worker in the server's log.
+            .application_name(&name);
         let pool = PgPoolOptions::new()
             .max_connections(max_sagas as u32 + 4)
             .acquire_timeout(Duration::from_secs(5))
@@ -807,6 +809,25 @@ fn check_journal(id: SagaId, records: &[Record], outcome: Outcome) {
     );
 }
 
+/// How many statements the server logged (with `log_statement = 'all'`
+/// and the application name in brackets after the time) from application
+/// `app` that contain `text`. A statement may span lines: each belongs to
+/// the last line that starts with a time.
+fn statements_of(log: &str, app: &str, text: &str) -> usize {
+    let tag = format!(" [{app}] ");
+    let mut from_app = false;
+    let mut count = 0;
+    for line in log.lines() {
+        if line.starts_with(|c: char| c.is_ascii_digit()) {
+            from_app = line.contains(&tag);
+        }
+        if from_app && line.contains(text) {
+            count += 1;
+        }
+    }
+    count
+}
+
 fn millis(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
@@ -1001,7 +1022,16 @@ async fn zombie() {
     let records = store.records(id).await.unwrap();
     check_journal(id, &records, Outcome::Committed);
 
-    // z goes on: its step ends, and what it appends next is fenced.
+    // z goes on: its step ends, and what it appends next is fenced. The
+    // server logs each statement from here on, with the worker's name.
+    for setting in [
+        "ALTER SYSTEM SET log_statement = 'all'",
+        "ALTER SYSTEM SET log_line_prefix = '%m [%a] '",
+        "SELECT pg_reload_conf()",
+    ] {
+        sqlx::query(setting).execute(store.pool()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     File::create(dir.path().join("go")).unwrap();
     // (Read before the signal: z may run before `kill` returns.)
     let continued = now();
@@ -1051,6 +1081,15 @@ async fn zombie() {
             None
         )
     );
+    // z did try to write: its flush found the fence closed (the journal
+    // reads the row again, to say why, only then), and wrote nothing.
+    let log = cluster.server_log();
+    let flushed = statements_of(&log, "z", "WITH fence AS");
+    let diagnosed = statements_of(&log, "z", "AS live");
+    assert!(
+        flushed >= 1 && diagnosed >= 1,
+        "z's fenced flush is not in the server's log:\n{log}"
+    );
     // z wrote one record (step 0's first attempt started) before it was
     // stopped; b journaled that attempt as cut short and ran a second.
     let history = store.history(id).await.unwrap();
@@ -1098,7 +1137,8 @@ async fn zombie() {
 
     println!(
         "zombie: z stopped {:.0} ms (lease {LEASE:?}); b committed the saga {took:?} after it \
-         started; z's step ended {:.0} ms after SIGCONT; z: {}; b: {}",
+         started; z's step ended {:.0} ms after SIGCONT; its fenced flush seen in the server's log \
+         ({flushed} flush, {diagnosed} diagnosis); z: {}; b: {}",
         millis(continued - stopped),
         millis(by_z[1].at - continued),
         z.text.lines().next().unwrap_or_default(),

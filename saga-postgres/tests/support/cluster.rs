@@ -8,7 +8,8 @@
 //! Without them the test is skipped, with the reason printed, unless
 //! `SAGA_POSTGRES_REQUIRED=1`, which makes it fail. As root, the cluster
 //! is made and run as the `postgres` user (PostgreSQL refuses to run as
-//! root), with the directory handed to it.
+//! root), with the directory handed to it. A test may stop and start the
+//! server again ([`Cluster::stop_server`], [`Cluster::start_server`]).
 
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 
@@ -130,6 +131,11 @@ impl Cluster {
             ],
         );
         check("pg_ctl stop", stopped);
+    }
+
+    /// What the server logged so far.
+    pub(crate) fn server_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// The directory holding the server's socket.
