@@ -159,7 +159,10 @@ pub struct WorkerReport {
     /// Sagas run to their end (committed, compensated or stuck).
     pub finished: u64,
     /// Sagas stopped because the worker lost them: a flush was fenced, or
-    /// a renewal did not include them.
+    /// a renewal did not include them. A renewal also misses a saga whose
+    /// last record was just written (it let go of the lease): if its run
+    /// had not returned yet, it is stopped and counted here, though the
+    /// store says it finished.
     pub lost: u64,
     /// Sagas quarantined.
     pub quarantined: u64,
