@@ -23,6 +23,13 @@
 //! journal, drives many at once, renews their leases, and hands back what
 //! it still holds when it stops.
 //!
+//! A saga whose run crashes the process that drives it (an abort, the
+//! kernel's OOM killer) would take down each worker that claims it in
+//! turn, once its lease expires. With [`Worker::max_recoveries`], a worker
+//! [quarantines](PgStore::quarantine) a saga taken over more often than the
+//! limit, with a reason that says so, instead of resuming it; the other
+//! sagas go on.
+//!
 //! # Leases
 //!
 //! Each saga's row names its *owner* (a worker's name, chosen by the

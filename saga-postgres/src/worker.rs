@@ -35,6 +35,9 @@ use crate::{Claim, PgStore, StoreError, StoreErrorKind};
 ///   parameters or records do not decode, is
 ///   [quarantined](PgStore::quarantine) with the reason: no worker claims it
 ///   until an operator [releases](PgStore::release_quarantine) it;
+/// - with a [limit of recoveries](Worker::max_recoveries), a saga taken
+///   over more often than that (its runs may be what kills the workers
+///   that drive it) is quarantined too, without being resumed;
 /// - a saga [created](PgStore::create) and never written (its process died
 ///   before its first record) is [abandoned](PgStore::abandon): nothing of
 ///   it ran;
@@ -80,6 +83,7 @@ pub struct Worker<E: 'static> {
     claim_every: Duration,
     max_sagas: usize,
     grace: Duration,
+    max_recoveries: Option<u64>,
 }
 
 impl<E: 'static> fmt::Debug for Worker<E> {
@@ -91,6 +95,7 @@ impl<E: 'static> fmt::Debug for Worker<E> {
             .field("claim_every", &self.claim_every)
             .field("max_sagas", &self.max_sagas)
             .field("grace", &self.grace)
+            .field("max_recoveries", &self.max_recoveries)
             .field("registry", &self.registry)
             .finish_non_exhaustive()
     }
@@ -154,7 +159,10 @@ pub struct WorkerReport {
     /// Sagas run to their end (committed, compensated or stuck).
     pub finished: u64,
     /// Sagas stopped because the worker lost them: a flush was fenced, or
-    /// a renewal did not include them.
+    /// a renewal did not include them. A renewal also misses a saga whose
+    /// last record was just written (it let go of the lease): if its run
+    /// had not returned yet, it is stopped and counted here, though the
+    /// store says it finished.
     pub lost: u64,
     /// Sagas quarantined.
     pub quarantined: u64,
@@ -220,6 +228,7 @@ where
             claim_every: Duration::from_secs(1),
             max_sagas: 64,
             grace: Duration::ZERO,
+            max_recoveries: None,
         }
     }
 
@@ -252,6 +261,29 @@ where
     /// handed back rather than finished (the store says it finished).
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// How many times a saga may be taken over and still be resumed: a
+    /// claimed saga whose [`Claim::recoveries`] is more than `max` is
+    /// [quarantined](PgStore::quarantine) instead, with a reason that says
+    /// so, and no worker claims it until an operator
+    /// [releases](PgStore::release_quarantine) it. Without a limit (the
+    /// default), a saga is resumed however often it was taken over.
+    ///
+    /// This sets aside a *poison* saga: one whose run crashes the process
+    /// that drives it (an abort, a stack overflow, the kernel's OOM killer),
+    /// so that every worker that claims it dies in turn. With
+    /// `max_recoveries(2)`, its first claim and two takeovers are resumed,
+    /// and the third takeover quarantines it.
+    ///
+    /// The count is of takeovers, not of crashes caused: a saga that was
+    /// running in a worker that another saga crashed is taken over too.
+    /// Leave the limit well above the crashes a healthy saga may meet, or
+    /// have workers that drive few sagas at once
+    /// ([`max_sagas`](Worker::max_sagas)).
+    pub fn max_recoveries(mut self, max: u64) -> Self {
+        self.max_recoveries = Some(max);
         self
     }
 
@@ -400,8 +432,17 @@ where
     fn drive(&self, claim: Claim) -> impl Future<Output = Done> + Send + 'static {
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
+        let max_recoveries = self.max_recoveries;
         async move {
             let id = claim.id();
+            if let Some(max) = max_recoveries.filter(|&max| claim.recoveries() > max) {
+                let reason = format!(
+                    "taken over {} times, more than the limit of {max} \
+                     (Worker::max_recoveries): its runs may crash the workers that drive it",
+                    claim.recoveries()
+                );
+                return quarantine(&store, &claim, &reason).await;
+            }
             let history = match store.history(id).await {
                 Ok(history) => history,
                 Err(error) => {

@@ -8,7 +8,8 @@
 //! Without them the test is skipped, with the reason printed, unless
 //! `SAGA_POSTGRES_REQUIRED=1`, which makes it fail. As root, the cluster
 //! is made and run as the `postgres` user (PostgreSQL refuses to run as
-//! root), with the directory handed to it.
+//! root), with the directory handed to it. A test may stop and start the
+//! server again ([`Cluster::stop_server`], [`Cluster::start_server`]).
 
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 
@@ -74,13 +75,21 @@ impl Cluster {
             ],
         );
         check("initdb", initdb);
+        cluster.start_server();
+        Some(cluster)
+    }
+
+    /// Starts the server (`pg_ctl start -w`), listening on the socket only;
+    /// panics with its log if it does not start.
+    pub(crate) fn start_server(&self) {
+        let data = self.data();
         let options = format!(
             "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off \
              -c max_connections=100",
-            cluster.dir.path().display()
+            self.dir.path().display()
         );
-        let log = cluster.dir.path().join("server.log");
-        let started = cluster.run(
+        let log = self.dir.path().join("server.log");
+        let started = self.run(
             "pg_ctl",
             [
                 OsStr::new("-D"),
@@ -103,7 +112,30 @@ impl Cluster {
                 String::from_utf8_lossy(&started.stderr)
             );
         }
-        Some(cluster)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast -w`: open transactions are
+    /// rolled back, connections are closed, and it shuts down cleanly);
+    /// [`start_server`](Cluster::start_server) starts it again.
+    pub(crate) fn stop_server(&self) {
+        let data = self.data();
+        let stopped = self.run(
+            "pg_ctl",
+            [
+                OsStr::new("-D"),
+                data.as_os_str(),
+                OsStr::new("-m"),
+                OsStr::new("fast"),
+                OsStr::new("-w"),
+                OsStr::new("stop"),
+            ],
+        );
+        check("pg_ctl stop", stopped);
+    }
+
+    /// What the server logged so far.
+    pub(crate) fn server_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// The directory holding the server's socket.
