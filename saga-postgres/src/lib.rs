@@ -452,7 +452,10 @@ impl PgStore {
 
     /// Claims for `owner`, for `lease`, up to `limit` unfinished sagas whose
     /// lease has expired or was released (and that are not
-    /// [quarantined](PgStore::quarantine)), oldest lease first.
+    /// [quarantined](PgStore::quarantine)): first those whose lease
+    /// expired (the sagas of a worker that died or was fenced, oldest lease
+    /// first, so that a takeover does not wait behind new work), then those
+    /// never claimed ([submitted](PgStore::submit)).
     ///
     /// One statement: it locks the sagas it picks with `FOR UPDATE SKIP
     /// LOCKED` (so that two claimers never take the same saga: each skips
@@ -472,7 +475,7 @@ impl PgStore {
                  SELECT id FROM saga.sagas \
                  WHERE state IN ('forward', 'unwinding') AND quarantine IS NULL \
                      AND (lease_expires_at IS NULL OR lease_expires_at <= clock_timestamp()) \
-                 ORDER BY lease_expires_at NULLS FIRST, id \
+                 ORDER BY lease_expires_at NULLS LAST, id \
                  LIMIT $3 \
                  FOR UPDATE SKIP LOCKED \
              ) \
