@@ -43,6 +43,11 @@ use crate::{Claim, PgStore, StoreError, StoreErrorKind};
 ///   it ran;
 /// - a saga whose lease it fails to renew (another worker, or an
 ///   operator, took it) is stopped at once: its task is aborted;
+/// - a saga whose lease it can no longer be sure it holds (no renewal
+///   succeeded for the lease less two renewal intervals, counted from when
+///   the last successful claim or renewal was sent: the store is out of
+///   reach, or slow) is stopped the same way, without compensating, before
+///   the database's clock lets another worker take it over;
 /// - a saga whose run stopped on a store error is
 ///   [released](PgStore::release), for a worker to try again.
 ///
@@ -188,8 +193,14 @@ impl WorkerReport {
 struct Running {
     claim: Claim,
     handle: AbortHandle,
-    /// A renewal did not include it: its task was aborted.
+    /// A renewal did not include it, or its lease may have run out: its
+    /// task was aborted.
     lost: bool,
+    /// Until when the lease is surely held ([`Worker::held_until`]),
+    /// counted from when the claim or the last renewal that included it
+    /// was sent (the database's clock, which judges expiry, counted from
+    /// later).
+    held_until: Instant,
 }
 
 /// How one saga's task ended.
@@ -232,13 +243,22 @@ where
         }
     }
 
-    /// How long each lease lasts, and how often they are renewed (renew
-    /// well within the lease, a third of it for instance, so that a slow
-    /// renewal does not lose the sagas).
+    /// How long each lease lasts, and how often they are renewed. Renew
+    /// well within the lease: a saga is stopped once no renewal succeeded
+    /// for the lease less two renewal intervals (the worker's margin to be
+    /// sure it stops before the lease can run out), so `renew_every` is
+    /// capped at a quarter of the lease.
     pub fn lease(mut self, lease: Duration, renew_every: Duration) -> Self {
         self.lease = lease;
-        self.renew_every = renew_every.max(Duration::from_millis(1));
+        self.renew_every = renew_every.min(lease / 4).max(Duration::from_millis(1));
         self
+    }
+
+    /// Until when a lease obtained by a request sent at `sent` is surely
+    /// held, as the worker checks it (at each renewal, which may take up to
+    /// one interval more).
+    fn held_until(&self, sent: Instant) -> Instant {
+        sent + self.lease.saturating_sub(self.renew_every * 2)
     }
 
     /// How often the worker looks for sagas to claim, while it runs fewer
@@ -364,6 +384,7 @@ where
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if draining => break,
                 _ = claim_tick.tick(), if !draining && room > 0 => {
+                    let sent = Instant::now();
                     match self.store.claim(&self.owner, self.lease, room).await {
                         Ok(claims) => {
                             for claim in claims {
@@ -371,7 +392,8 @@ where
                                 let id = claim.id();
                                 let handle = set.spawn(self.drive(claim.clone()));
                                 tasks.insert(handle.id(), id);
-                                running.insert(id, Running { claim, handle, lost: false });
+                                let held_until = self.held_until(sent);
+                                running.insert(id, Running { claim, handle, lost: false, held_until });
                             }
                         }
                         Err(error) => report.store_error(error),
@@ -379,20 +401,41 @@ where
                 }
                 _ = renew_tick.tick(), if running.values().any(|run| !run.lost) => {
                     let claims = running.values().filter(|run| !run.lost).map(|run| &run.claim);
-                    match self.store.renew(claims, self.lease).await {
+                    let sent = Instant::now();
+                    // A renewal that hangs (the store out of reach) must not
+                    // hold up the check below past the leases' end.
+                    let renewal = tokio::time::timeout(self.renew_every, self.store.renew(claims, self.lease));
+                    match renewal.await.unwrap_or_else(|_| Err(StoreError::new(crate::StoreErrorKind::Postgres, "renewing the leases took longer than the renewal interval"))) {
                         Ok(renewed) => {
                             // Not renewed: taken over, abandoned, or just
                             // finished (its last flush let go of it). A
                             // task that has not ended is stopped; the join
                             // says which it was.
                             for (id, run) in running.iter_mut() {
-                                if !run.lost && renewed.binary_search(id).is_err() {
-                                    run.lost = true;
-                                    run.handle.abort();
+                                if run.lost {
+                                    continue;
+                                }
+                                match renewed.binary_search(id) {
+                                    Ok(_) => run.held_until = self.held_until(sent),
+                                    Err(_) => {
+                                        run.lost = true;
+                                        run.handle.abort();
+                                    }
                                 }
                             }
                         }
                         Err(error) => report.store_error(error),
+                    }
+                    // The store may be out of reach: a saga whose lease may
+                    // have run out by now is no longer surely held, and is
+                    // stopped (without compensating) before another worker
+                    // can take it over.
+                    let now = Instant::now();
+                    for run in running.values_mut() {
+                        if !run.lost && now >= run.held_until {
+                            run.lost = true;
+                            run.handle.abort();
+                        }
                     }
                 }
                 Some(joined) = set.join_next_with_id() => {

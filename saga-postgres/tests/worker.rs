@@ -410,3 +410,67 @@ async fn a_flow_handed_back_is_finished_by_the_next_worker_with_the_first_worker
     assert_eq!(history.step(0).action_attempts, 1);
     assert_eq!(history.step(1).action_attempts, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_renew_stops_its_saga_before_the_lease_runs_out() {
+    let Some((cluster, store)) = setup().await else {
+        return;
+    };
+    let world = Arc::new(World::default());
+    world.hang.store(true, Ordering::SeqCst);
+    let lease = Duration::from_secs(2);
+    let worker = Worker::new(store.clone(), registry(&world), "cut-off")
+        .lease(lease, Duration::from_millis(200))
+        .claim_every(Duration::from_millis(20));
+    worker.submit("pay", &1_u64).await.unwrap();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (stop, world_seen) = (Arc::clone(&stopped), Arc::clone(&world));
+    let shutdown = async move {
+        // Once the step hangs, the store goes out of reach for longer
+        // than the lease.
+        while !world_seen.slow.load(Ordering::SeqCst)
+            && world_seen.dropped.load(Ordering::SeqCst) == 0
+        {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let store_for_wait = store.clone();
+    let outage = async move {
+        // Wait until the saga's step runs (its Started record is durable).
+        loop {
+            let list = store_for_wait.list(None).await.unwrap();
+            if list.iter().any(|s| s.records >= 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let cut = Instant::now();
+        cluster.stop_server();
+        // The worker must drop the step before the lease could have run
+        // out by the database's clock (counted from its last renewal).
+        let deadline = cut + lease + Duration::from_secs(1);
+        while world.dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dropped_after = cut.elapsed();
+        let dropped = world.dropped.load(Ordering::SeqCst);
+        cluster.start_server();
+        stopped.store(true, Ordering::SeqCst);
+        (dropped, dropped_after, cluster)
+    };
+    let (report, (dropped, dropped_after, _cluster)) = tokio::join!(worker.run(shutdown), outage);
+    println!("{report:?}; the step was dropped {dropped_after:?} after the outage began");
+    assert_eq!(
+        dropped, 1,
+        "the hanging step was not stopped while the store was out of reach"
+    );
+    assert!(
+        dropped_after <= lease + Duration::from_secs(1),
+        "{dropped_after:?}"
+    );
+    assert_eq!(report.lost, 1, "{report:?}");
+    assert!(report.store_errors > 0, "{report:?}");
+}
