@@ -962,7 +962,8 @@ async fn a_worker_stops_a_saga_an_operator_took_and_counts_it_lost() {
         async move {
             loop {
                 let held = store.summary(id).await.expect("summary").expect("known");
-                if held.owner.is_some() {
+                // Once its run began (its step started), not just claimed.
+                if held.records >= 2 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1026,6 +1027,141 @@ async fn store_errors_do_not_stop_a_worker_and_are_counted() {
     assert!(report.last_store_error.is_some(), "{report:?}");
     // The same run went on after the outage.
     assert_eq!(report.finished, 1, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_renews_leases_so_a_saga_longer_than_its_lease_is_not_taken() {
+    let Some(cluster) = cluster::Cluster::start() else {
+        return;
+    };
+    let store = PgStore::open(cluster.pool(10).await).await.expect("open");
+    let worker = Worker::new(store.clone(), sleeping(), "w")
+        .lease(Duration::from_secs(1), Duration::from_millis(200))
+        .claim_every(Duration::from_millis(50));
+    let id = worker.submit("sleep", &2500_u64).await.expect("submit");
+    let thief = store.clone();
+    let stolen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stolen.clone();
+    let watcher = store.clone();
+    let report = worker
+        .run(async move {
+            // Once the worker claimed it (the thief could take it first).
+            while watcher
+                .summary(id)
+                .await
+                .expect("summary")
+                .is_some_and(|s| s.epoch == 0)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for _ in 0..100 {
+                if !thief
+                    .claim("thief", LONG, 10)
+                    .await
+                    .expect("claim")
+                    .is_empty()
+                {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                let done = watcher
+                    .summary(id)
+                    .await
+                    .expect("summary")
+                    .is_some_and(|s| s.state == SagaState::Finished(Outcome::Committed));
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    assert!(
+        !stolen.load(std::sync::atomic::Ordering::SeqCst),
+        "taken while renewed"
+    );
+    assert_eq!(report.finished, 1, "{report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_quarantines_a_saga_whose_shape_changed() {
+    let Some(cluster) = cluster::Cluster::start() else {
+        return;
+    };
+    let store = PgStore::open(cluster.pool(10).await).await.expect("open");
+    let id = store.new_id();
+    let mut parameters = Vec::new();
+    ().encode(&mut parameters);
+    let wrong = one_step().fingerprint().wrapping_add(1);
+    store
+        .submit(id, &Start::new("one-step", 1, parameters), wrong)
+        .await
+        .expect("submit");
+    let worker = Worker::new(store.clone(), registry(), "w").claim_every(Duration::from_millis(50));
+    let report = worker.run(tokio::time::sleep(Duration::from_secs(1))).await;
+    assert_eq!(report.quarantined, 1, "{report:?}");
+    assert_eq!(report.finished, 0, "{report:?}");
+    let summary = store.summary(id).await.expect("summary").expect("known");
+    assert!(summary.quarantine.is_some());
+    assert_eq!(
+        store.records(id).await.expect("records").len(),
+        1,
+        "not run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_saga_is_compensated_again_by_the_next_worker() {
+    let Some(cluster) = cluster::Cluster::start() else {
+        return;
+    };
+    let store = PgStore::open(cluster.pool(10).await).await.expect("open");
+    let fixed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compensated = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut registry: Registry<String> = Registry::new();
+    {
+        let (fixed, compensated) = (fixed.clone(), compensated.clone());
+        registry.register("refund", 1, move |(): &(), _context: &SagaContext| {
+            let (fixed, compensated) = (fixed.clone(), compensated.clone());
+            SagaBuilder::new()
+                .add_step(
+                    || async { Ok::<_, String>(()) },
+                    move || {
+                        let (fixed, compensated) = (fixed.clone(), compensated.clone());
+                        async move {
+                            if fixed.load(std::sync::atomic::Ordering::SeqCst) {
+                                compensated.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                Ok(())
+                            } else {
+                                Err(String::from("refund refused"))
+                            }
+                        }
+                    },
+                )
+                .add_step(
+                    || async { Err::<(), _>(String::from("card declined")) },
+                    || async { Ok(()) },
+                )
+                .build()
+        });
+    }
+    let worker = Worker::new(store.clone(), registry, "w").claim_every(Duration::from_millis(50));
+    let id = worker.submit("refund", &()).await.expect("submit");
+    let report = run_until_done(&worker).await;
+    assert_eq!(report.finished, 1, "{report:?}");
+    assert_eq!(
+        store.history(id).await.expect("history").state(),
+        SagaState::Finished(Outcome::Stuck)
+    );
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.reopen(id).await.expect("reopen");
+    let report = run_until_done(&worker).await;
+    assert_eq!(report.claimed, 1, "{report:?}");
+    assert_eq!(compensated.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        store.history(id).await.expect("history").state(),
+        SagaState::Finished(Outcome::Compensated)
+    );
 }
 
 // ---------------------------------------------------------------- StoreError
@@ -1105,6 +1241,13 @@ async fn saga_pg_never_creates_the_tables_and_rejects_a_bad_command_line() {
     .await
     .expect("schemata");
     assert_eq!(schemas, 0, "saga-pg created the schema");
+    // No database there: 1.
+    let nowhere = format!(
+        "postgres://postgres@/postgres?host={}/nowhere",
+        cluster.socket_dir().display()
+    );
+    let ran = saga_pg(&["--url", &nowhere, "list"]);
+    assert_eq!(ran.code, Some(1), "{}{}", ran.stdout, ran.stderr);
     for args in [
         vec!["--url", url.as_str(), "frobnicate"],
         vec!["--url", url.as_str(), "show"],
@@ -1232,6 +1375,22 @@ async fn saga_pg_lists_shows_abandons_reopens_and_releases() {
     );
     let again = saga_pg(&["--url", &url, "release-quarantine", &hex(quarantined)]);
     assert_eq!(again.code, Some(1));
+    // The last error is cut to 40 characters in `list`, whole in `show`.
+    let long = "a reason well over forty characters long, to be cut: END";
+    let given_up = submit(&store, "one-step").await;
+    assert_eq!(
+        saga_pg(&["--url", &url, "abandon", &hex(given_up), "--reason", long]).code,
+        Some(0)
+    );
+    let list = saga_pg(&["--url", &url, "list"]);
+    let line = list
+        .stdout
+        .lines()
+        .find(|l| l.contains(&hex(given_up)))
+        .expect("listed");
+    assert!(!line.contains(long) && line.contains(&long[..30]), "{line}");
+    let show = saga_pg(&["--url", &url, "show", &hex(given_up)]);
+    assert!(show.stdout.contains(long), "{}", show.stdout);
     // Hyphens allowed, as PostgreSQL shows a uuid.
     let h = hex(stuck);
     let hyphens = format!(
