@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use saga_core::Crashed;
 use saga_core::journal::{
-    Codec, DurableError, JournalErrorKind, Quarantined, Refused, Registry, SagaId, Start,
+    Codec, DurableError, JournalErrorKind, Quarantined, Refused, Registry, SagaId, SagaState, Start,
 };
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
@@ -163,8 +163,10 @@ pub struct WorkerReport {
     pub claimed: u64,
     /// Sagas run to their end (committed, compensated or stuck).
     pub finished: u64,
-    /// Sagas stopped because the worker lost them: a flush was fenced, or
-    /// a renewal did not include them. A renewal also misses a saga whose
+    /// Sagas stopped because the worker lost them: a flush was fenced, a
+    /// renewal did not include them, or they were finished by another hand
+    /// (an operator's abandon) between their claim and the start of their
+    /// run. A renewal also misses a saga whose
     /// last record was just written (it let go of the lease): if its run
     /// had not returned yet, it is stopped and counted here, though the
     /// store says it finished.
@@ -503,6 +505,11 @@ where
                     };
                 }
             };
+            // Finished by another hand between the claim and now (an
+            // operator's abandon): the worker lost it.
+            if let SagaState::Finished(_) = history.state() {
+                return Done::Ran(JournalEnd::Fenced);
+            }
             // A saga or a flow, rebuilt by its definition and resumed.
             let journal = Box::new(store.journal(&claim));
             let run = match registry.resume(journal, history, &claim.context()) {
