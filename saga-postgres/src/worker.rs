@@ -166,10 +166,10 @@ pub struct WorkerReport {
     /// Sagas stopped because the worker lost them: a flush was fenced, a
     /// renewal did not include them, or they were finished by another hand
     /// (an operator's abandon) between their claim and the start of their
-    /// run. A renewal also misses a saga whose
-    /// last record was just written (it let go of the lease): if its run
-    /// had not returned yet, it is stopped and counted here, though the
-    /// store says it finished.
+    /// run. (A renewal also misses a saga whose last record was just
+    /// written, which let go of the lease: the store says it finished at
+    /// the claim's epoch, so its run is left to return, and it is counted
+    /// finished.)
     pub lost: u64,
     /// Sagas quarantined.
     pub quarantined: u64,
@@ -410,19 +410,34 @@ where
                     match renewal.await.unwrap_or_else(|_| Err(StoreError::new(crate::StoreErrorKind::Postgres, "renewing the leases took longer than the renewal interval"))) {
                         Ok(renewed) => {
                             // Not renewed: taken over, abandoned, or just
-                            // finished (its last flush let go of it). A
-                            // task that has not ended is stopped; the join
-                            // says which it was.
+                            // finished by its own run (its last flush let go
+                            // of the lease, at the same epoch): only the
+                            // first two are stopped.
+                            let mut missed = Vec::new();
                             for (id, run) in running.iter_mut() {
                                 if run.lost {
                                     continue;
                                 }
                                 match renewed.binary_search(id) {
                                     Ok(_) => run.held_until = self.held_until(sent),
-                                    Err(_) => {
-                                        run.lost = true;
-                                        run.handle.abort();
+                                    Err(_) => missed.push(*id),
+                                }
+                            }
+                            for id in missed {
+                                let finished_here = match self.store.summary(id).await {
+                                    Ok(Some(summary)) => {
+                                        matches!(summary.state, SagaState::Finished(_))
+                                            && running.get(&id).is_some_and(|run| run.claim.epoch() == summary.epoch)
                                     }
+                                    Ok(None) => false,
+                                    Err(error) => {
+                                        report.store_error(error);
+                                        false
+                                    }
+                                };
+                                if let Some(run) = running.get_mut(&id).filter(|_| !finished_here) {
+                                    run.lost = true;
+                                    run.handle.abort();
                                 }
                             }
                         }
