@@ -156,9 +156,7 @@ impl<E, S: ?Sized + SagaKind<E>> Saga<E, S> {
     /// Which steps keep a value that cannot be saved to a journal (typed
     /// steps without a codec): a durable saga must have none.
     pub fn unsaved_outputs(&self) -> impl Iterator<Item = usize> + '_ {
-        (self.steps.iter().enumerate())
-            .filter(|(_, step)| step.output() == crate::StepOutput::Unsaved)
-            .map(|(index, _)| index)
+        crate::journal::unsaved(&self.steps[..])
     }
 }
 

@@ -10,7 +10,6 @@ use core::task::{Context, Poll};
 use crate::flow::{Flow, FlowKind, FlowTable};
 use crate::journal::{Codec, DurableError, History, Refused, Start};
 use crate::journal::{check_resumable, check_saved, describe, report};
-use crate::marker::StepTable;
 use crate::run::Link;
 use crate::{AbortHandle, Aborted, Crashed, Run, Step};
 
@@ -146,10 +145,16 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
         Ok(self.journaled(journal, Err(history)))
     }
 
+    /// Whether every step can save its value ([`Refused::Unsaved`] names
+    /// the first that cannot).
+    pub(crate) fn check_saved(&self) -> Result<(), Refused> {
+        check_saved(&*self.table)
+    }
+
     /// What [`run_journaled`](Flow::run_journaled) checks; then sets the
     /// input.
     pub(crate) fn prepare_new(&mut self, input: I) -> Result<(), Refused> {
-        check_saved(&*self.table)?;
+        self.check_saved()?;
         self.table.as_mut().start(input);
         Ok(())
     }
@@ -201,7 +206,7 @@ impl<E, I, O, P, S: ?Sized + FlowKind<E, I, O, P>> Flow<E, I, O, P, S> {
     /// steps not marked [`saved`](crate::FlowBuilder::saved), typed steps
     /// without a codec): a durable flow must have none.
     pub fn unsaved_outputs(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.len()).filter(|&step| self.table.output(step) == crate::StepOutput::Unsaved)
+        crate::journal::unsaved(&*self.table)
     }
 }
 

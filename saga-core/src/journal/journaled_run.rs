@@ -227,10 +227,15 @@ pub(crate) fn report<E: fmt::Display>(error: &SagaError<E>) -> String {
 /// The first step that keeps a value it cannot save: a durable run refuses
 /// it.
 pub(crate) fn check_saved<E, B: ?Sized + StepTable<E>>(steps: &B) -> Result<(), Refused> {
-    match (0..steps.step_count()).find(|&step| steps.output(step) == StepOutput::Unsaved) {
+    match unsaved(steps).next() {
         Some(step) => Err(Refused::Unsaved { step }),
         None => Ok(()),
     }
+}
+
+/// The steps that keep a value they cannot save, in order.
+pub(crate) fn unsaved<E, B: ?Sized + StepTable<E>>(steps: &B) -> impl Iterator<Item = usize> + '_ {
+    (0..steps.step_count()).filter(|&step| steps.output(step) == StepOutput::Unsaved)
 }
 
 /// Whether `steps` (with `groups`) can resume from `history`: the saga is

@@ -50,7 +50,7 @@ use core::task::{Context, Poll};
 pub use crate::flow::JournaledFlowRun;
 pub use codec::{Codec, DecodeError, Reader};
 pub use journaled_run::{DurableError, JournaledRun, Refused, Start};
-pub(crate) use journaled_run::{check_resumable, check_saved, describe, report};
+pub(crate) use journaled_run::{check_resumable, check_saved, describe, report, unsaved};
 pub use memory::MemoryJournal;
 pub use record::{Event, Outcome, Record, Unwind};
 pub use registry::{Definition, Quarantined, Registry, SagaContext, SagaId};

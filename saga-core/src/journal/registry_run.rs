@@ -89,9 +89,7 @@ impl<E: 'static> Registry<E> {
         let check: FlowCheck = Box::new(move |parameters, context| {
             I::decode(parameters).map_err(Quarantined::Parameters)?;
             let flow = build(context);
-            if let Some(step) = flow.unsaved_outputs().next() {
-                return Err(Quarantined::Refused(super::Refused::Unsaved { step }));
-            }
+            flow.check_saved().map_err(Quarantined::Refused)?;
             Ok(flow.fingerprint())
         });
         let run: FlowFactory<E> = Box::new(move |context, journal, begin| {
