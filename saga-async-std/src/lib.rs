@@ -100,7 +100,8 @@
 //!   its actions, and its compensations if needed, to the end. To stop it
 //!   with compensation, call [`SagaHandle::abort`]. Should the task be
 //!   dropped mid-saga anyway (async-std's executor lives as long as the
-//!   process, so this takes a panic outside any step), the handle says so
+//!   process, so this takes a panic that no step can be charged with, such
+//!   as one out of the error type's `From<Panicked>`), the handle says so
 //!   with [`Lost`].
 //!
 //! To race a saga against a deadline, give it a timeout

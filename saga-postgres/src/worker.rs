@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use saga_core::Crashed;
 use saga_core::journal::{
-    Codec, DurableError, JournalErrorKind, Quarantined, Refused, Registry, SagaId, SagaState, Start,
+    Codec, DurableError, JournalErrorKind, Quarantined, Refused, Registry, SagaId, SagaState,
 };
 use tokio::task::{AbortHandle, Id, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
@@ -328,19 +328,17 @@ where
         definition: &str,
         parameters: &P,
     ) -> Result<SagaId, NotRun> {
-        let version = self.registry.latest(definition).ok_or_else(|| {
-            NotRun::Quarantined(Quarantined::UnknownDefinition {
-                name: definition.into(),
-                version: 0,
-            })
-        })?;
+        let start = (self.registry).start_latest(definition, parameters)?;
         let id = self.store.new_id();
-        let encoded = self.registry.encode_parameters(parameters);
         let context = saga_core::journal::SagaContext::new(id);
         let fingerprint = (self.registry)
-            .check(definition, version, &encoded, &context)
+            .check(
+                &start.definition,
+                start.version,
+                &start.parameters,
+                &context,
+            )
             .map_err(NotRun::from)?;
-        let start = Start::new(definition, version, encoded);
         self.store.submit(id, &start, fingerprint).await?;
         Ok(id)
     }

@@ -7,7 +7,7 @@ use std::future::Future;
 use futures_util::future::join_all;
 use saga_core::Crashed;
 use saga_core::journal::{
-    Codec, DurableError, Quarantined, Refused, Registry, SagaContext, SagaId, Start, replay,
+    Codec, DurableError, Quarantined, Refused, Registry, SagaContext, SagaId, replay,
 };
 
 use crate::{Store, StoreError};
@@ -165,17 +165,10 @@ where
         ),
         NotRun,
     > {
-        let version = self.registry.latest(definition).ok_or_else(|| {
-            NotRun::Quarantined(Quarantined::UnknownDefinition {
-                name: definition.into(),
-                version: 0,
-            })
-        })?;
+        let start = (self.registry).start_latest(definition, parameters)?;
         let id = self.store.new_id();
-        let encoded = self.registry.encode_parameters(parameters);
         let context = SagaContext::new(id);
         let journal = Box::new(self.store.journal(id)?);
-        let start = Start::new(definition, version, encoded);
         let run = (self.registry)
             .start(journal, start, &context)
             .map_err(NotRun::from)?;

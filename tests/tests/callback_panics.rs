@@ -374,8 +374,9 @@ fn a_panicking_saga_started_fails_the_run_before_any_action(exec: Exec) {
     assert!(log.entries().is_empty(), "{:?}", log.entries());
 }
 
-/// The sleeper panics when asked for step 1's timeout: step 1 fails with
-/// that panic, step 2 never starts, step 0 is undone.
+/// The sleeper panics when asked for step 1's timeout, before step 1's
+/// action is called: the saga stops before step 1 (nothing of it ran, so
+/// nothing of it is compensated), step 2 never starts, step 0 is undone.
 fn a_panicking_sleeper_fails_the_step_whose_timer_it_was_asked_for(exec: Exec) {
     quiet_test_panics();
     let log = Log::default();
@@ -402,15 +403,11 @@ fn a_panicking_sleeper_fails_the_step_whose_timer_it_was_asked_for(exec: Exec) {
     assert_eq!(calls(&slept), 1, "the sleeper is asked once");
     assert_panicked(&error, "test panic: sleeper");
     assert_eq!(error.failed_step(), 1);
+    assert_eq!(error.attempts(), 0, "step 1 never began");
     assert!(error.is_fully_compensated(), "{error:?}");
-    let entries = log.entries();
-    assert_eq!(entries.first().map(String::as_str), Some("act 0"));
-    assert_eq!(
-        entries.last().map(String::as_str),
-        Some("undo 0"),
-        "{entries:?}"
-    );
-    assert!(!entries.iter().any(|entry| entry == "act 2"), "{entries:?}");
+    assert_eq!(error.compensated_count(), 1, "only step 0 was undone");
+    assert_eq!(error.reason(), saga_core::StopReason::Panicked);
+    assert_eq!(log.entries(), ["act 0", "undo 0"]);
 }
 
 /// The sleeper panics when asked for step 1's retry backoff: step 1 fails
@@ -626,4 +623,89 @@ fn a_panicking_compensation_under_catch_panics_is_a_failed_compensation_retried_
     assert!(error.is_fully_compensated(), "{error:?}");
     assert_eq!(error.compensated_count(), 2);
     assert!(error.compensation_errors().is_empty());
+}
+
+/// A future that panics when polled, and again when dropped.
+struct PanicsTwice;
+
+impl Future for PanicsTwice {
+    type Output = Result<(), Error>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        panic!("{TEST_PANIC} first");
+    }
+}
+
+impl Drop for PanicsTwice {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("{TEST_PANIC} while dropped");
+        }
+    }
+}
+
+/// An action whose future panics, then panics again as it is cancelled:
+/// the attempt fails with its first panic, and the run goes on to
+/// compensate; the task is not lost.
+#[test]
+fn an_action_that_panics_again_while_dropped_fails_with_its_first_panic() {
+    quiet_test_panics();
+    let log = Log::default();
+    let saga = SagaBuilder::new()
+        .add_step(ok(&log, "act 0"), ok(&log, "undo 0"))
+        .add_step(|| PanicsTwice, ok(&log, "undo 1"))
+        .build();
+
+    let finished = spawn_and_join(Exec::Smol, saga).expect("the run is not lost");
+    let error = finished.result.unwrap_err();
+    assert_panicked(&error, "test panic: first");
+    assert_eq!(error.failed_step(), 1);
+    assert_eq!(error.attempts(), 1);
+    assert!(error.is_fully_compensated(), "{error:?}");
+    assert_eq!(log.entries(), ["act 0", "undo 1", "undo 0"]);
+}
+
+/// An error type whose `From<Panicked>` itself panics: the engine cannot
+/// make an error of a step's panic.
+#[derive(Debug)]
+struct Unconvertible;
+
+impl From<saga_core::Panicked> for Unconvertible {
+    fn from(_: saga_core::Panicked) -> Self {
+        panic!("{TEST_PANIC} no error for a panic");
+    }
+}
+
+impl From<saga_core::Aborted> for Unconvertible {
+    fn from(_: saga_core::Aborted) -> Self {
+        Unconvertible
+    }
+}
+
+/// A panic the run cannot turn into a failed step (here, out of the error
+/// type's `From<Panicked>`) ends the detached task: the handle says the
+/// saga was lost to a panic, and the executor goes on.
+#[test]
+fn a_panic_out_of_from_panicked_loses_the_task_to_a_panic() {
+    quiet_test_panics();
+    let saga = SagaBuilder::<Unconvertible>::new()
+        .add_step(
+            || -> Ready<Result<(), Unconvertible>> { panic!("{TEST_PANIC} step") },
+            || ready(Ok(())),
+        )
+        .build();
+    let lost = watched("from-panicked".into(), move || {
+        let (task, handle) = saga_core::rt::detach(saga);
+        smol::block_on(async move {
+            smol::spawn(task).detach();
+            handle.await
+        })
+    })
+    .map(|_| ())
+    .expect_err("the task is lost");
+    assert!(lost.is_panic(), "{lost}");
+    assert!(
+        lost.to_string().contains("panicked outside any step"),
+        "{lost}"
+    );
 }

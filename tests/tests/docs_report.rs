@@ -21,7 +21,7 @@ use alloc::task::Wake;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 use std::sync::Mutex;
@@ -1554,7 +1554,7 @@ fn panicking_jitter_fails_the_attempt_for_good() {
 }
 
 #[test]
-fn panicking_sleeper_for_an_action_timeout_fails_that_attempt() {
+fn panicking_sleeper_starting_a_first_action_timeout_stops_before_that_step() {
     let clock = Clock::default();
     let inner = clock.sleeper();
     let mut saga = SagaBuilder::<E>::new()
@@ -1570,14 +1570,46 @@ fn panicking_sleeper_for_an_action_timeout_fails_that_attempt() {
     let error = drive(&clock, CatchPanics::new(saga.run())).unwrap_err();
     assert_eq!(
         report(&error),
+        base(
+            StopReason::Panicked,
+            0,
+            E::Panicked("sleeper bug".into()),
+            0,
+            "stopped before step 0: panicked: sleeper bug; nothing needed compensation"
+        )
+    );
+}
+
+#[test]
+fn panicking_sleeper_starting_a_retry_timeout_fails_that_attempt() {
+    // The sleeper panics at the second attempt's timeout: the first attempt
+    // ran (and failed), so the step is cut short for good and compensated.
+    let clock = Clock::default();
+    let inner = clock.sleeper();
+    let timeouts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&timeouts);
+    let mut saga = SagaBuilder::<E>::new()
+        .sleeper(move |duration: Duration| {
+            if duration == secs(7) && counted.fetch_add(1, Ordering::SeqCst) == 1 {
+                panic!("sleeper bug");
+            }
+            inner(duration)
+        })
+        .action_retry(Retry::attempts(3).constant(secs(1)))
+        .action_timeout(secs(7))
+        .add_step(fails("boom"), done())
+        .build();
+    let error = drive(&clock, CatchPanics::new(saga.run())).unwrap_err();
+    assert_eq!(
+        report(&error),
         Report {
             compensated: 1,
             ..base(
                 StopReason::Panicked,
                 0,
                 E::Panicked("sleeper bug".into()),
-                1,
-                "step 0 failed: panicked: sleeper bug; fully compensated (1 step)"
+                2,
+                "step 0 failed: panicked: sleeper bug (after 2 attempts); fully compensated (1 step)"
             )
         }
     );

@@ -8,9 +8,9 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt;
 
-use super::Refused;
 use super::codec::{Codec, DecodeError};
 use super::replay::{History, ReplayError};
+use super::{Refused, Start};
 use crate::marker::SagaKind;
 use crate::{Saga, Step};
 
@@ -200,6 +200,39 @@ impl<E, S: ?Sized + SagaKind<E>> Registry<E, S> {
             .filter(|(registered, _)| registered == name)
             .map(|&(_, version)| version)
             .max()
+    }
+
+    /// The [`Start`] of a saga of `name`'s latest version with
+    /// `parameters`, encoded: what [`start`](Registry::start) and
+    /// [`check`](Registry::check) take. An unknown name is
+    /// [`Quarantined::UnknownDefinition`] with version 0.
+    ///
+    /// ```
+    /// use saga_core::journal::{Quarantined, Registry};
+    /// use saga_core::SagaBuilder;
+    ///
+    /// let mut registry = Registry::<String>::new();
+    /// registry.register("order", 1, |_: &u32, _| SagaBuilder::new().build());
+    /// registry.register("order", 2, |_: &u32, _| SagaBuilder::new().build());
+    /// let start = registry.start_latest("order", &7u32).unwrap();
+    /// assert_eq!((start.definition.as_str(), start.version), ("order", 2));
+    /// assert!(matches!(
+    ///     registry.start_latest("refund", &7u32),
+    ///     Err(Quarantined::UnknownDefinition { version: 0, .. }),
+    /// ));
+    /// ```
+    pub fn start_latest<P: Codec>(&self, name: &str, parameters: &P) -> Result<Start, Quarantined> {
+        let version = self
+            .latest(name)
+            .ok_or_else(|| Quarantined::UnknownDefinition {
+                name: String::from(name),
+                version: 0,
+            })?;
+        Ok(Start::new(
+            name,
+            version,
+            self.encode_parameters(parameters),
+        ))
     }
 
     /// Encodes a definition's parameters, as [`build`](Registry::build)

@@ -29,11 +29,13 @@ use crate::{Panicked, Run, SagaError, Step};
 /// | --- | --- |
 /// | a step's action or compensation | that attempt, [cancelled](crate::Step::cancel) first: an action counts as failed and possibly applied (retried by its policy, then compensated), a compensation as failed (retried by its policy) |
 /// | the classifier, or a retry's jitter function | the attempt it was deciding about, for good: no retry; the classifier is not asked again in this run (its errors are compensated) nor the jitter function (delays are used as computed) |
-/// | the sleeper (starting or polling a timer) | the attempt it was timing, cut short, for good; the run keeps no more time (no timeout, retries without waiting). For the saga's deadline: the forward phase, as below |
+/// | the sleeper (starting or polling a timer) | the attempt it was timing, cut short, for good; the run keeps no more time (no timeout, retries without waiting). Starting the timeout of an action's first attempt, before the action is called: that step never began, and the saga stops before it (it is not compensated). For the saga's deadline: the forward phase, as below |
 /// | the observer | it is not called again in this run. Told of an attempt's failure (or its retry), that attempt fails with the panic instead (for good, when told of a retry); told of anything else, the forward phase fails with the panic: no further action starts, those in flight finish, and the saga compensates. While compensating, or once the run finished, nothing else changes |
 ///
 /// Either way the run goes on: a callback that panics every time is called
-/// at most once per run, so the run always ends.
+/// at most once per run, so the run always ends. An attempt whose
+/// cancellation panics too (a future that panics again as it is dropped)
+/// fails with its first panic.
 ///
 /// The panic hook still runs (by default it prints the panic to stderr). A
 /// program built with `panic = "abort"` cannot catch panics: it aborts as

@@ -67,9 +67,11 @@ pub struct Lost {
 }
 
 impl Lost {
-    /// `true` when the task was dropped by a panic outside any step (a step's
-    /// own panics are caught and reported in the [`SagaError`]); `false` when
-    /// the runtime dropped it, as it does when it shuts down.
+    /// `true` when the task was dropped by a panic that no step could be
+    /// charged with, such as one out of the error type's `From<Panicked>`
+    /// (the panics of steps and of the saga's callbacks are caught and
+    /// reported in the [`SagaError`]); `false` when the runtime dropped it,
+    /// as it does when it shuts down.
     pub fn is_panic(&self) -> bool {
         self.panicked
     }
@@ -185,8 +187,8 @@ impl<T> Completion<T> {
     }
 }
 
-/// Runs `run` to its end, catching a panic out of the engine itself (a
-/// step's future that panics again while dropped after its panic): the task
+/// Runs `run` to its end, catching a panic that `CatchPanics` cannot charge
+/// to a step (one out of the error type's `From<Panicked>`, say): the task
 /// ends then, not the runtime, and `None` says the run is lost.
 pub(super) async fn run_to_end<F: Future + Unpin>(mut run: F) -> Option<F::Output> {
     poll_fn(

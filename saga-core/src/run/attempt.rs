@@ -12,7 +12,7 @@ use super::scratch::{Lane, Outcome, Stage};
 use super::{Calling, Ending, Interrupted, Kind, Run};
 use crate::marker::SagaKind;
 use crate::retry::RetrySpec;
-use crate::sleep::Slot;
+use crate::sleep::{Slot, Timers};
 use crate::{Recovery, StepFailure, StopReason};
 
 /// What failed an attempt.
@@ -68,7 +68,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     #[inline(always)]
     pub(super) fn begin_attempt(&mut self, lane: usize, step: usize, attempt: u32, kind: Kind) {
         if self.timers.is_some() {
-            self.start_lane_timer(lane, step, kind);
+            self.start_lane_timer(lane, step, kind, attempt);
         }
         self.transition(step, Transition::Started(kind, attempt));
         self.hold_for_journal(lane);
@@ -76,15 +76,23 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
 
     /// Starts the timeout of the attempt in `lane`, if its step has one.
     #[inline(never)]
-    fn start_lane_timer(&mut self, lane: usize, step: usize, kind: Kind) {
+    fn start_lane_timer(&mut self, lane: usize, step: usize, kind: Kind, attempt: u32) {
         let policy = self.plan.step(step);
         let timeout = match kind {
             Kind::Action => policy.action_timeout(),
             Kind::Compensation => policy.compensation_timeout(),
         };
-        if timeout.is_some() {
-            self.set_timer(Slot::Lane(lane), timeout);
-        }
+        let (Some(timeout), Some(timers)) = (timeout, self.timers.as_deref_mut()) else {
+            return;
+        };
+        // Should the sleeper panic before an action's first attempt began,
+        // nothing of the step ran (see `fail_in_flight`).
+        self.calling = match (kind, attempt) {
+            (Kind::Action, 1) => Calling::FirstTimer(lane),
+            _ => Calling::Sleeper(Some(lane)),
+        };
+        timers.start(Slot::Lane(lane), timeout);
+        self.calling = Calling::Nothing;
     }
 
     /// Drives the step in `lane` through its attempts, until it ends.
@@ -117,12 +125,16 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
                 }
                 Stage::Running => {
                     let panic = match self.scratch.lanes[lane].panic.is_some() {
-                        true => self.scratch.lanes[lane].panic.take(),
+                        true => {
+                            // Cancelled while the lane holds the panic: should
+                            // that panic too, the attempt keeps its first.
+                            self.cancel_attempt(lane, step);
+                            self.scratch.lanes[lane].panic.take()
+                        }
                         false => None,
                     };
                     let (error, ending, last, crashed) = match panic {
                         Some(panic) => {
-                            self.cancel_attempt(lane, step);
                             if !panic.announced {
                                 let failed = Transition::Failed(kind, attempt, &panic.error);
                                 self.announce_failure(lane, step, failed, panic.last);
@@ -328,7 +340,10 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
             (Cause::Returned, true) => StopReason::TimedOut,
             (Cause::Returned, false) => StopReason::Failed,
         };
-        let mut failure = self.step_failure(step, error, attempt, timed_out, reason);
+        // An attempt that never began is not counted: the saga stopped
+        // before the step.
+        let attempts = attempt - u32::from(ending == Ending::Unstarted);
+        let mut failure = self.step_failure(step, error, attempts, timed_out, reason);
         failure.compensation = kind == Kind::Compensation;
         Some(AttemptEnd::Failed(failure, recovery, ending))
     }

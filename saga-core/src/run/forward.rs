@@ -26,6 +26,7 @@ impl Ending {
         match self {
             Ending::Failed => Outcome::Failed,
             Ending::TimedOut | Ending::CutShort => Outcome::CutShort,
+            Ending::Unstarted => Outcome::NotStarted,
         }
     }
 }
@@ -199,7 +200,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
         let wave = &self.wave;
         let (member, halted) = (member(wave, step), wave.halted);
         self.scratch.outcomes[member] = outcome;
-        if matches!(outcome, Outcome::Failed | Outcome::CutShort) && !halted {
+        if outcome != Outcome::Applied && !halted {
             self.halt_forward(false);
         }
     }

@@ -201,6 +201,9 @@ pub(crate) enum Ending {
     TimedOut,
     // It panicked, or was interrupted, and was cut short.
     CutShort,
+    // It never began: the sleeper panicked starting the timeout of an
+    // action's first attempt, before the action was called.
+    Unstarted,
 }
 
 /// Foreign code the run is calling, so that a panic caught around `poll`
@@ -213,6 +216,8 @@ enum Calling {
     Jitter(usize),
     // A lane's timer, or the saga's deadline (`None`).
     Sleeper(Option<usize>),
+    // The timer of an action's first attempt, started before the action.
+    FirstTimer(usize),
     Observer,
 }
 
@@ -320,6 +325,12 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
                     None => self.fail_forward(error),
                 }
             }
+            Calling::FirstTimer(lane) => {
+                self.stop_all_timers();
+                self.timers = None;
+                // Nothing of the step ran, and nobody heard it start.
+                self.fail_lane(lane, error, Ending::Unstarted, true, true);
+            }
             Calling::Observer => {
                 self.observer = None;
                 match self.failing_lane.take() {
@@ -336,6 +347,11 @@ impl<'a, E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'a, E, S, B> 
         let slot = &mut self.scratch.lanes[lane];
         if slot.stage == Stage::Free {
             return self.fail_forward(error);
+        }
+        if slot.panic.is_some() {
+            // Cancelling the attempt its first panic failed panicked too:
+            // it fails with the first.
+            return;
         }
         slot.stage = Stage::Running;
         slot.panic = Some(Panic {
