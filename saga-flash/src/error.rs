@@ -60,6 +60,8 @@ pub enum Error {
     },
     /// The saga has finished: nothing more can be appended to it.
     Finished(SagaId),
+    /// The store holds no record of the saga.
+    Unknown(SagaId),
     /// The saga's records on flash are not `0, 1, 2, ...`, or one does not
     /// decode: `seq` is the first one missing or unreadable.
     Corrupt {
@@ -102,6 +104,7 @@ impl fmt::Display for Error {
                 "saga {saga}: record {found} refused, the next record is number {expected}"
             ),
             Error::Finished(saga) => write!(f, "saga {saga} has finished: nothing can follow"),
+            Error::Unknown(saga) => write!(f, "saga {saga} is not in the store"),
             Error::Corrupt { saga, seq } => {
                 write!(f, "saga {saga}: record {seq} is missing or unreadable")
             }

@@ -65,7 +65,7 @@
 //! mark payload:    sequence number of a reclaimed sector (u32)
 //! ```
 //!
-//! An entry takes 27 bytes, plus 2 and its bytes per record, rounded up to
+//! An entry takes 25 bytes, plus 2 and its bytes per record, rounded up to
 //! the write size: an action's "started" record (18 bytes) alone takes 48
 //! bytes with 4- or 8-byte writes; a committed saga of three steps (eight
 //! records in four flushes) takes 272 bytes. Every sector keeps room for

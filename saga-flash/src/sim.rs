@@ -49,6 +49,14 @@ impl NorFlashError for SimError {
     }
 }
 
+impl core::fmt::Display for SimError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "simulated flash: {}", self.0)
+    }
+}
+
+impl core::error::Error for SimError {}
+
 /// A simulated NOR flash of sectors of `E` bytes, written in words of `W`
 /// bytes (read a byte at a time), that can lose power at any write or erase.
 ///

@@ -339,7 +339,9 @@ impl<F: NorFlash> FlashStore<F> {
     /// Gives saga `id` up: appends its [`Finished`](Event::Finished)
     /// record with [`Outcome::Abandoned`] and `reason`, so that it is no
     /// longer resumed and its records can be reclaimed. Nothing is
-    /// compensated. Fails with [`Error::Finished`] for a finished saga.
+    /// compensated. Fails with [`Error::Finished`] for a finished saga,
+    /// and [`Error::Unknown`] for one the store holds no record of (it
+    /// writes nothing then).
     ///
     /// ```
     /// use saga_core::journal::{Event, Record, SagaId};
@@ -360,11 +362,13 @@ impl<F: NorFlash> FlashStore<F> {
         let seq = {
             let inner = self.borrow()?;
             let saga = inner.sagas.get(&id);
-            if saga.is_some_and(|saga| saga.finished.is_some()) {
+            let Some(saga) = saga else {
+                return Err(Error::Unknown(id));
+            };
+            if saga.finished.is_some() {
                 return Err(Error::Finished(id));
             }
-            saga.and_then(|saga| saga.records.last_key_value())
-                .map_or(0, |(seq, _)| seq + 1)
+            saga.records.last_key_value().map_or(0, |(seq, _)| seq + 1)
         };
         let event = Event::Finished {
             outcome: Outcome::Abandoned,

@@ -459,23 +459,22 @@ fn abandon_appends_an_abandoned_finished_record() {
 }
 
 #[test]
-#[ignore = "mismatch: abandon of a saga not on flash writes a lone Finished record numbered 0, which replay rejects and list shows as a saga"]
-fn abandon_of_an_unknown_saga_fails_cleanly() {
-    // Not documented either way; it must at least not panic, and must not
-    // leave a record numbered 0 that is not `Created`.
+fn abandon_of_an_unknown_saga_is_refused_and_writes_nothing() {
+    // "[`Error::Unknown`] for one the store holds no record of (it writes
+    // nothing then)."
     let store = FlashStore::mount(Flash::new(4)).unwrap();
-    let result = store.abandon(SagaId(77), "never started");
-    let records = store.records(SagaId(77));
-    match result {
-        Err(_) => assert_eq!(records, Ok(vec![])),
-        Ok(()) => {
-            let records = records.unwrap();
-            assert!(
-                replay(&records).is_ok(),
-                "abandon wrote records that do not replay: {records:?}"
-            );
-        }
-    }
+    let before = store.usage().unwrap().used_bytes;
+    assert_eq!(
+        store.abandon(SagaId(77), "never started"),
+        Err(Error::Unknown(SagaId(77)))
+    );
+    assert_eq!(store.records(SagaId(77)), Ok(vec![]));
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(store.usage().unwrap().used_bytes, before);
+    assert_eq!(
+        Error::Unknown(SagaId(77)).to_string(),
+        format!("saga {} is not in the store", SagaId(77))
+    );
 }
 
 #[test]
@@ -567,9 +566,8 @@ fn an_actions_started_record_alone_takes_48_bytes() {
 }
 
 #[test]
-#[ignore = "mismatch: the crate docs say an entry takes 27 bytes plus 2 and its bytes per record; it takes 25 (the documented layout sums to 25)"]
-fn an_entry_takes_27_bytes_plus_2_and_its_bytes_per_record() {
-    // "An entry takes 27 bytes, plus 2 and its bytes per record, rounded up
+fn an_entry_takes_25_bytes_plus_2_and_its_bytes_per_record() {
+    // "An entry takes 25 bytes, plus 2 and its bytes per record, rounded up
     // to the write size."
     let store = FlashStore::mount(Flash::new(4)).unwrap();
     let mut mismatches = Vec::new();
@@ -581,7 +579,7 @@ fn an_entry_takes_27_bytes_plus_2_and_its_bytes_per_record() {
             .unwrap();
         let after = store.usage().unwrap().used_bytes;
         let header = if before == 0 { 16 } else { 0 };
-        let expected = round_up(27 + 2 + record.to_bytes().len(), 4);
+        let expected = round_up(25 + 2 + record.to_bytes().len(), 4);
         if after - before - header != expected {
             mismatches.push((record.to_bytes().len(), after - before - header, expected));
         }
@@ -789,6 +787,7 @@ fn errors_display_and_are_std_errors() {
             found: 3,
         },
         Error::Finished(SagaId(1)),
+        Error::Unknown(SagaId(1)),
         Error::Corrupt {
             saga: SagaId(1),
             seq: 4,
@@ -1213,6 +1212,16 @@ fn sim_refuses_unaligned_and_out_of_bounds_operations() {
         NorFlashErrorKind::OutOfBounds
     );
     assert!(flash.bytes().iter().all(|&b| b == 0xFF));
+}
+
+#[test]
+fn sim_errors_display_their_kind_and_are_errors() {
+    let mut flash = Small::new(2);
+    let error = flash.write(1, &[0; 4]).unwrap_err();
+    let kind = error.kind().to_string();
+    assert_eq!(error.to_string(), format!("simulated flash: {kind}"));
+    let boxed: Box<dyn std::error::Error> = Box::new(error);
+    assert!(boxed.source().is_none());
 }
 
 #[test]
