@@ -11,9 +11,13 @@
 //! - [`Repeat`] wraps any [`Step`]: each successful attempt of the inner
 //!   step's action (and compensation) is immediately followed by another.
 //! - [`repeat_fn`] wraps one closure (an action, or a no-input compensation)
-//!   so each call runs its future twice. [`FnStep`](crate::FnStep) and
-//!   [`TypedStep`](crate::TypedStep) do not run a compensation again once it
-//!   succeeded, so for closure steps, wrap the compensation closure with it.
+//!   so each call runs its future twice, for a step you do not wrap whole.
+//!
+//! An [`FnStep`](crate::FnStep) runs its compensation again when asked
+//! after it succeeded, so [`Repeat`] repeats both halves of it. A
+//! [`TypedStep`](crate::TypedStep) lets go of its action's value once its
+//! compensation succeeded (nothing is left to undo), so `Repeat` repeats a
+//! typed step's action but runs its compensation once.
 //!
 //! A step whose outcome differs (the counter moved twice, the seat was booked
 //! twice) is not safe to retry. Both are `no_std`, like the rest of the crate;
@@ -90,9 +94,10 @@ use crate::Step;
 /// by-value typed step consumes its value in one attempt).
 ///
 /// The repeated runs go through the [`Step`] protocol: after `Ready`, the next
-/// call starts a new attempt, for actions and compensations alike (the
-/// closure steps of this crate re-run either). [`repeat_fn`] does the same
-/// for a single closure.
+/// call starts a new attempt, for actions and compensations alike (an
+/// [`FnStep`](crate::FnStep) re-runs either; a [`TypedStep`](crate::TypedStep)
+/// re-runs its action, but its compensation only until it succeeded, as its
+/// value is then gone). [`repeat_fn`] does the same for a single closure.
 ///
 /// # Examples
 ///

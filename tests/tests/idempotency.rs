@@ -329,6 +329,35 @@ fn repeat_compensates_a_by_value_step_once_with_the_last_value() {
     assert_eq!(*got.lock().unwrap(), [1]);
 }
 
+#[test]
+fn repeat_runs_a_by_reference_compensation_once() {
+    // A typed step lets go of its value once its compensation succeeded:
+    // `Repeat` repeats the action, not the compensation.
+    let runs = Arc::new(AtomicU32::new(0));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (r, g) = (runs.clone(), got.clone());
+    let mut saga = SagaBuilder::new()
+        .step(Repeat::new(TypedStep::by_ref(
+            move || {
+                let r = r.clone();
+                async move { Ok::<_, TestError>(r.fetch_add(1, Ordering::SeqCst)) }
+            },
+            move |run: &u32| {
+                g.lock().unwrap().push(*run);
+                async { Ok(()) }
+            },
+        )))
+        .add_step(
+            || async { Err::<(), _>(TestError::Action(1)) },
+            || async { Ok(()) },
+        )
+        .build();
+    let error = run(&mut saga).unwrap_err();
+    assert!(error.is_fully_compensated());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(*got.lock().unwrap(), [1]);
+}
+
 /// Counts the compensation runs of an `FnStep` driven by hand through the
 /// Step protocol: action once, then `poll_compensate` to `Ready` twice.
 fn fn_step_compensation_runs() -> u32 {
