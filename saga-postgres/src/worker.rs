@@ -257,8 +257,9 @@ where
     }
 
     /// Until when a lease obtained by a request sent at `sent` is surely
-    /// held, as the worker checks it (at each renewal, which may take up to
-    /// one interval more).
+    /// held, as the worker checks it (at that moment, or up to one renewal
+    /// interval later when a call to the store is under way: each is given
+    /// that long at most).
     fn held_until(&self, sent: Instant) -> Instant {
         sent + self.lease.saturating_sub(self.renew_every * 2)
     }
@@ -354,7 +355,13 @@ where
     /// waits for the same lock, and neither would go on.)
     ///
     /// Store errors do not stop it: they are counted in the report, and
-    /// the next claim or renewal tries again. Sagas are driven by tasks on
+    /// the next claim or renewal tries again. Each call to the store is
+    /// given one renewal interval; one that takes longer (a server that
+    /// hangs, a network that drops packets) counts as a store error, so
+    /// that a store out of reach never keeps the worker from stopping a
+    /// saga whose lease may run out. (A claim cut off so may have been
+    /// granted: the worker does not drive those sagas, and they are claimed
+    /// again once their leases expire.) Sagas are driven by tasks on
     /// the current Tokio runtime; dropping this future aborts them (they
     /// are resumed by the worker that next claims them, once their leases
     /// expire).
@@ -373,6 +380,11 @@ where
         let mut deadline: Option<Instant> = None;
 
         loop {
+            // A saga whose lease may run out is stopped before it can: at
+            // every turn, and at the earliest lease end (every store call
+            // below is bounded by one renewal interval, so this check is
+            // never late by more than that).
+            let expiry = stop_unsure(&mut running);
             let draining = deadline.is_some();
             if draining && running.is_empty() {
                 break;
@@ -383,9 +395,11 @@ where
                     deadline = Some(Instant::now() + self.grace);
                 }
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if draining => break,
+                () = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {}
                 _ = claim_tick.tick(), if !draining && room > 0 => {
                     let sent = Instant::now();
-                    match self.store.claim(&self.owner, self.lease, room).await {
+                    let claim = self.store.claim(&self.owner, self.lease, room);
+                    match self.bounded("claiming sagas", claim).await {
                         Ok(claims) => {
                             for claim in claims {
                                 report.claimed += 1;
@@ -400,40 +414,19 @@ where
                     }
                 }
                 _ = renew_tick.tick(), if running.values().any(|run| !run.lost) => {
-                    let claims = running.values().filter(|run| !run.lost).map(|run| &run.claim);
+                    let claims: Vec<Claim> = running
+                        .values()
+                        .filter(|run| !run.lost)
+                        .map(|run| run.claim.clone())
+                        .collect();
                     let sent = Instant::now();
-                    // A renewal that hangs (the store out of reach) must not
-                    // hold up the check below past the leases' end.
-                    let renewal = tokio::time::timeout(self.renew_every, self.store.renew(claims, self.lease));
-                    match renewal.await.unwrap_or_else(|_| Err(StoreError::new(crate::StoreErrorKind::Postgres, "renewing the leases took longer than the renewal interval"))) {
-                        Ok(renewed) => {
-                            // Not renewed: taken over, abandoned, or just
-                            // finished by its own run (its last flush let go
-                            // of the lease, at the same epoch): only the
-                            // first two are stopped.
-                            let mut missed = Vec::new();
-                            for (id, run) in running.iter_mut() {
-                                if run.lost {
-                                    continue;
-                                }
-                                match renewed.binary_search(id) {
-                                    Ok(_) => run.held_until = self.held_until(sent),
-                                    Err(_) => missed.push(*id),
-                                }
-                            }
-                            for id in missed {
-                                let finished_here = match self.store.summary(id).await {
-                                    Ok(Some(summary)) => {
-                                        matches!(summary.state, SagaState::Finished(_))
-                                            && running.get(&id).is_some_and(|run| run.claim.epoch() == summary.epoch)
-                                    }
-                                    Ok(None) => false,
-                                    Err(error) => {
-                                        report.store_error(error);
-                                        false
-                                    }
-                                };
-                                if let Some(run) = running.get_mut(&id).filter(|_| !finished_here) {
+                    match self.bounded("renewing the leases", self.renew(&claims)).await {
+                        Ok(renewal) => {
+                            renewal.errors.into_iter().for_each(|error| report.store_error(error));
+                            for (id, run) in running.iter_mut().filter(|(_, run)| !run.lost) {
+                                if renewal.renewed.binary_search(id).is_ok() {
+                                    run.held_until = self.held_until(sent);
+                                } else if !renewal.finished_here.contains(id) {
                                     run.lost = true;
                                     run.handle.abort();
                                 }
@@ -441,21 +434,10 @@ where
                         }
                         Err(error) => report.store_error(error),
                     }
-                    // The store may be out of reach: a saga whose lease may
-                    // have run out by now is no longer surely held, and is
-                    // stopped (without compensating) before another worker
-                    // can take it over.
-                    let now = Instant::now();
-                    for run in running.values_mut() {
-                        if !run.lost && now >= run.held_until {
-                            run.lost = true;
-                            run.handle.abort();
-                        }
-                    }
                 }
                 Some(joined) = set.join_next_with_id() => {
                     if let Some(claim) = settle(joined, &mut running, &mut tasks, &mut report) {
-                        match self.store.release([&claim]).await {
+                        match self.bounded("releasing a lease", self.store.release([&claim])).await {
                             Ok(released) => report.released += released.len() as u64,
                             Err(error) => report.store_error(error),
                         }
@@ -478,12 +460,62 @@ where
                 .map(|run| run.claim),
         );
         if !left.is_empty() {
-            match self.store.release(&left).await {
+            match self
+                .bounded("handing the leases back", self.store.release(&left))
+                .await
+            {
                 Ok(released) => report.released += released.len() as u64,
                 Err(error) => report.store_error(error),
             }
         }
         report
+    }
+
+    /// `call` to the store, given one renewal interval: a store out of
+    /// reach (a server that hangs, a network that drops packets) must not
+    /// hold up the check of the leases.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.renew_every, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::new(
+                StoreErrorKind::Postgres,
+                format!("{what} took longer than the renewal interval"),
+            )),
+        }
+    }
+
+    /// Renews the leases of `claims`. A saga not renewed was taken over,
+    /// abandoned, or just finished by its own run (its last flush let go of
+    /// the lease, at the claim's epoch): only the first two are stopped, so
+    /// the store is asked which.
+    async fn renew(&self, claims: &[Claim]) -> Result<Renewal, StoreError> {
+        let renewed = self.store.renew(claims, self.lease).await?;
+        let mut renewal = Renewal {
+            renewed,
+            finished_here: Vec::new(),
+            errors: Vec::new(),
+        };
+        for claim in claims {
+            let id = claim.id();
+            if renewal.renewed.binary_search(&id).is_ok() {
+                continue;
+            }
+            match self.store.summary(id).await {
+                Ok(Some(summary))
+                    if matches!(summary.state, SagaState::Finished(_))
+                        && claim.epoch() == summary.epoch =>
+                {
+                    renewal.finished_here.push(id);
+                }
+                Ok(_) => {}
+                Err(error) => renewal.errors.push(error),
+            }
+        }
+        Ok(renewal)
     }
 
     /// One claimed saga's task: read, rebuild, resume, run.
@@ -538,6 +570,31 @@ where
             })
         }
     }
+}
+
+/// What a renewal found: the sagas renewed (sorted), those not renewed
+/// because their own run finished them, and the store's errors on the way.
+struct Renewal {
+    renewed: Vec<SagaId>,
+    finished_here: Vec<SagaId>,
+    errors: Vec<StoreError>,
+}
+
+/// Stops every saga whose lease may have run out by now (it is no longer
+/// surely held: another worker may take it over), without compensating;
+/// returns the earliest lease end of those still held.
+fn stop_unsure(running: &mut HashMap<SagaId, Running>) -> Option<Instant> {
+    let now = Instant::now();
+    let mut earliest: Option<Instant> = None;
+    for run in running.values_mut().filter(|run| !run.lost) {
+        if now >= run.held_until {
+            run.lost = true;
+            run.handle.abort();
+        } else {
+            earliest = Some(earliest.map_or(run.held_until, |at| at.min(run.held_until)));
+        }
+    }
+    earliest
 }
 
 /// Accounts for a task that ended: the claim to hand back, if it is to be.

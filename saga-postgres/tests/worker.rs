@@ -1,7 +1,8 @@
 //! The worker against a real server: submitted sagas driven by two
 //! workers, each step once; a graceful shutdown hands sagas back and the
 //! next worker finishes them; an unknown definition is quarantined, an
-//! empty saga abandoned, and a saga whose lease is lost is stopped.
+//! empty saga abandoned, and a saga whose lease is lost is stopped, also
+//! when the server hangs instead of refusing connections.
 
 #![allow(
     clippy::std_instead_of_core,
@@ -471,6 +472,67 @@ async fn a_worker_that_cannot_renew_stops_its_saga_before_the_lease_runs_out() {
         dropped_after <= lease + Duration::from_secs(1),
         "{dropped_after:?}"
     );
+    assert_eq!(report.lost, 1, "{report:?}");
+    assert!(report.store_errors > 0, "{report:?}");
+}
+
+/// The server stops answering (frozen, its connections open): every call
+/// to it hangs rather than failing. The worker still stops the saga before
+/// its lease could run out, and goes on once the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_store_hangs_stops_its_saga_before_the_lease_runs_out() {
+    let Some((cluster, store)) = setup().await else {
+        return;
+    };
+    let world = Arc::new(World::default());
+    world.hang.store(true, Ordering::SeqCst);
+    let lease = Duration::from_secs(2);
+    let worker = Worker::new(store.clone(), registry(&world), "frozen-out")
+        .lease(lease, Duration::from_millis(200))
+        .claim_every(Duration::from_millis(20));
+    worker.submit("pay", &1_u64).await.unwrap();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let stop = Arc::clone(&stopped);
+    let shutdown = async move {
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let store_for_wait = store.clone();
+    let outage = async move {
+        // Wait until the saga's step runs (its Started record is durable).
+        loop {
+            let list = store_for_wait.list(None).await.unwrap();
+            if list.iter().any(|s| s.records >= 2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let frozen = Instant::now();
+        cluster.freeze_server();
+        let deadline = frozen + lease + Duration::from_secs(2);
+        while world.dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let dropped_after = frozen.elapsed();
+        let dropped = world.dropped.load(Ordering::SeqCst);
+        cluster.thaw_server();
+        // Let the worker reach the server again before it stops.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stopped.store(true, Ordering::SeqCst);
+        (dropped, dropped_after, cluster)
+    };
+    let (report, (dropped, dropped_after, _cluster)) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(60), worker.run(shutdown)),
+        outage
+    );
+    let report = report.expect("the worker ends once asked to, the server thawed");
+    println!("{report:?}; the step was dropped {dropped_after:?} after the server froze");
+    assert_eq!(
+        dropped, 1,
+        "the hanging step was not stopped while the server hung"
+    );
+    assert!(dropped_after < lease, "{dropped_after:?}");
     assert_eq!(report.lost, 1, "{report:?}");
     assert!(report.store_errors > 0, "{report:?}");
 }

@@ -9,7 +9,8 @@
 //! `SAGA_POSTGRES_REQUIRED=1`, which makes it fail. As root, the cluster
 //! is made and run as the `postgres` user (PostgreSQL refuses to run as
 //! root), with the directory handed to it. A test may stop and start the
-//! server again ([`Cluster::stop_server`], [`Cluster::start_server`]).
+//! server again ([`Cluster::stop_server`], [`Cluster::start_server`]), or
+//! freeze and thaw it ([`Cluster::freeze_server`], [`Cluster::thaw_server`]).
 
 #![allow(dead_code, reason = "each test file uses part of the harness")]
 
@@ -131,6 +132,37 @@ impl Cluster {
             ],
         );
         check("pg_ctl stop", stopped);
+    }
+
+    /// Freezes the server: `SIGSTOP` to the postmaster and every backend,
+    /// so that connections stay open and every call hangs, as with a server
+    /// that stopped answering; [`thaw_server`](Cluster::thaw_server)
+    /// resumes it (before the guard drops).
+    pub(crate) fn freeze_server(&self) {
+        self.signal_server("-STOP");
+    }
+
+    /// Resumes a [frozen](Cluster::freeze_server) server.
+    pub(crate) fn thaw_server(&self) {
+        self.signal_server("-CONT");
+    }
+
+    fn signal_server(&self, signal: &str) {
+        let pid_file = fs::read_to_string(self.data().join("postmaster.pid"))
+            .expect("the server's postmaster.pid");
+        let postmaster = pid_file.lines().next().expect("a pid").trim().to_owned();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .expect("pgrep");
+        let children = String::from_utf8_lossy(&children.stdout).into_owned();
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(&postmaster)
+            .args(children.split_whitespace())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {postmaster} {children}");
     }
 
     /// What the server logged so far.
