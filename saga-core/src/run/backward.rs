@@ -46,6 +46,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
 
     /// Compensates until every compensation in flight waits (`Pending`) or
     /// the backward phase is over (`Ready`).
+    #[inline(never)]
     pub(super) fn poll_backward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let ended = if self.wave.limit == 1 {

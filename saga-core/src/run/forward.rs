@@ -81,6 +81,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
 
     /// Runs blocks until every step in flight waits (`Pending`) or the
     /// forward phase is over (`Ready`).
+    #[inline(never)]
     pub(super) fn poll_forward(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Registers for an abort or the deadline once per poll; between
         // steps, a look at the abort flag is enough.

@@ -19,7 +19,7 @@ use crate::sleep::Slot;
 impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     /// A forward sequence of single steps; an abort or the deadline is
     /// looked at before each. `Ready` when the wave is finished or halted.
-    #[inline(never)]
+    #[inline(always)]
     pub(super) fn run_sequence(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let lane = &self.scratch.lanes.first;
@@ -95,7 +95,7 @@ impl<E, S: ?Sized + SagaKind<E>, B: ?Sized + StepTable<E>> Run<'_, E, S, B> {
     /// A backward wave that compensates one step at a time (a deadline does
     /// not bound compensations). `Ready` when the
     /// wave is to be looked at again: finished or halted.
-    #[inline(never)]
+    #[inline(always)]
     pub(super) fn run_one_by_one_back(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let lane = &self.scratch.lanes.first;
