@@ -141,6 +141,9 @@ impl UnderTest for Postgres {
 #[derive(Default)]
 struct World {
     hang: AtomicBool,
+    // A step began to hang (its action was polled: the crash cuts it short
+    // mid-step, not between its Started record and its first poll).
+    hung: AtomicBool,
     refuse_undo: AtomicBool,
     runs: Mutex<Vec<String>>,
     undone: AtomicU32,
@@ -163,6 +166,7 @@ fn registry(world: &Arc<World>) -> Registry<String> {
                         async move {
                             world.runs.lock().unwrap().push(format!("step {step}"));
                             if step == 1 && world.hang.load(Ordering::SeqCst) {
+                                world.hung.store(true, Ordering::SeqCst);
                                 std::future::pending::<()>().await;
                             }
                             if step == 1 && fails {
@@ -207,6 +211,7 @@ fn registry(world: &Arc<World>) -> Registry<String> {
                     let (world, label) = (Arc::clone(&world), label.clone());
                     async move {
                         if world.hang.load(Ordering::SeqCst) {
+                            world.hung.store(true, Ordering::SeqCst);
                             std::future::pending::<()>().await;
                         }
                         world.runs.lock().unwrap().push(label);
@@ -226,9 +231,11 @@ fn state(records: &[Record]) -> SagaState {
 }
 
 /// Starts `definition` with `parameters` and lets it run until the store
-/// holds `records` of it; then its "process" dies (the task is aborted).
+/// holds `records` of it and its hanging step was polled; then its
+/// "process" dies (the task is aborted).
 async fn start_and_die<S: UnderTest>(
     store: &S,
+    world: &World,
     registry: &Registry<String>,
     definition: &str,
     parameters: Vec<u8>,
@@ -239,15 +246,16 @@ async fn start_and_die<S: UnderTest>(
     let run = registry
         .start(journal, start, &SagaContext::new(id))
         .unwrap();
+    world.hung.store(false, Ordering::SeqCst);
     let task = tokio::spawn(run);
     for _ in 0..6000 {
-        if store.records(id).await.len() >= records {
+        if store.records(id).await.len() >= records && world.hung.load(Ordering::SeqCst) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(
-        store.records(id).await.len() >= records,
+        store.records(id).await.len() >= records && world.hung.load(Ordering::SeqCst),
         "the saga never got there"
     );
     task.abort();
@@ -290,6 +298,7 @@ async fn suite<S: UnderTest>(store: S) {
     world.runs.lock().unwrap().clear();
     let id = start_and_die(
         &store,
+        &world,
         &registry,
         "pair",
         registry.encode_parameters(&false),
@@ -314,6 +323,7 @@ async fn suite<S: UnderTest>(store: S) {
     world.runs.lock().unwrap().clear();
     let id = start_and_die(
         &store,
+        &world,
         &registry,
         "label",
         registry.encode_parameters(&9_u32),
@@ -360,6 +370,7 @@ async fn suite<S: UnderTest>(store: S) {
     world.hang.store(true, Ordering::SeqCst);
     let id = start_and_die(
         &store,
+        &world,
         &registry,
         "pair",
         registry.encode_parameters(&false),
