@@ -54,26 +54,37 @@
 //!    before it, and a run returns a result (see [Data flow](#data-flow)).
 //! 5. A classifier ([`SagaBuilder::classify`]) routes each action error:
 //!    retry by the step's [`Retry`] policy, then compensate (the default),
-//!    compensate at once, or propagate without compensating.
+//!    compensate at once, or propagate without compensating; the result says
+//!    which happened ([`SagaError::handling`]).
 //! 6. A compensation failure is never silent: it is retried by policy, and
 //!    when it still fails the backward phase stops there (the default) or,
 //!    with [`CompensationMode::ContinueOnError`], goes on and collects every
-//!    error. [`SagaError`] says which steps are left applied.
+//!    error. [`SagaError`] reports the original error and the failed step,
+//!    each compensation error with its step, and which steps are left
+//!    applied ([`SagaError::is_fully_compensated`]).
 //! 7. Nothing in flight is abandoned, except by a timeout or an abort that
-//!    cuts it short; a step cut short counts as failed and possibly applied.
+//!    cuts it short; a step cut short counts as failed and possibly applied,
+//!    and is compensated by rule 3.
 //! 8. Parallel groups ([`SagaBuilder::parallel`]) run their members
 //!    concurrently; when one fails, the others finish (or are cut short, by
 //!    [`ParallelGroup::on_failure`]), then every member that ran is
-//!    compensated, then the steps before the group.
+//!    compensated, then the steps before the group. Opt-in modes
+//!    ([`CompensationMode::ConcurrentGroups`], [`CompensationMode::Concurrent`])
+//!    run compensations concurrently and collect every error.
 //! 9. Dropping a [`Run`] mid-saga stops it without compensating (see
 //!    [Cancel safety](#cancel-safety)); an [`AbortHandle`] stops it and has
-//!    it compensate.
+//!    it compensate. The runtime adapters' `spawn` keeps a saga running to
+//!    its end when its handle is dropped.
 //! 10. A saga of zero steps succeeds; a run polled after it completed
-//!     panics; a saga can run again once a run completed.
+//!     panics, with a message that says so; a saga can run again once a run
+//!     completed.
 //! 11. Retry backoff and timeouts need a timer ([`SagaBuilder::sleeper`]);
 //!     asking for them without one does not compile.
-//! 12. An observer, the `tracing` feature, or a timeout that never fires
-//!     never changes what a run does; a panicking callback ends the run with
+//! 12. Every transition (saga start and end, action and compensation start
+//!     and end, retry, abort) reaches the saga's [`Observer`], if it has one,
+//!     and `tracing` spans and events with the `tracing` feature. An
+//!     observer, the `tracing` feature, or a timeout that never fires never
+//!     changes what a run does; a panicking callback ends the run with
 //!     what was applied compensated (under a runtime adapter, or
 //!     `rt::CatchPanics`).
 //!
@@ -93,12 +104,21 @@
 //!     ([`SagaContext::key`](journal::SagaContext::key)). Saved values
 //!     ([`TypedStep::saved`], [`FlowBuilder::saved`]) are in the journal,
 //!     so a resumed compensation, and a later flow step, receive the value
-//!     the original action returned.
+//!     the original action returned. No step is lost: every saga ends
+//!     committed, compensated, or stuck with its reason reported.
 //! 15. **Definitions are versioned.** A journal names its saga definition
 //!     (name, version) and the fingerprint of its shape
 //!     ([`Saga::fingerprint`]); an unknown definition or a changed shape is
-//!     refused with a reason ([`journal::Quarantined`],
-//!     [`journal::Refused`]), never run, never a panic.
+//!     quarantined with a reason ([`journal::Quarantined`],
+//!     [`journal::Refused`]): never run, never a panic, and never blocking
+//!     the other sagas of a store.
+//! 16. **One driver at a time.** Across workers (a shared store with
+//!     leases), a saga is driven only by the holder of its lease. Every
+//!     takeover bumps an epoch, and every journal append is conditional on
+//!     it, so a worker that lost its lease writes nothing more (its journal
+//!     fails with [`JournalErrorKind::Fenced`](journal::JournalErrorKind::Fenced))
+//!     and stops. The epoch is a fencing token steps can pass downstream
+//!     ([`SagaContext::epoch`](journal::SagaContext::epoch)).
 //!
 //! [`SagaError`] says where and why a run stopped, in one table.
 //!

@@ -49,7 +49,8 @@
 //!
 //! # Fencing
 //!
-//! A worker can lose a lease without knowing it (a long pause, a slow
+//! This is rule 16 of `saga_core`'s crate docs (one driver at a time). A
+//! worker can lose a lease without knowing it (a long pause, a slow
 //! network). Its journal then must not write: every flush of a
 //! [`PgJournal`] is one statement that writes only if the saga's row still
 //! names the journal's owner and epoch, the lease has not expired, and the
