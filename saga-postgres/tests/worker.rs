@@ -412,82 +412,21 @@ async fn a_flow_handed_back_is_finished_by_the_next_worker_with_the_first_worker
     assert_eq!(history.step(1).action_attempts, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_that_cannot_renew_stops_its_saga_before_the_lease_runs_out() {
-    let Some((cluster, store)) = setup().await else {
-        return;
-    };
+/// Runs one saga whose step 0 hangs on a worker with a 2 s lease, renewed
+/// every 200 ms; once the step runs, `cut` puts the store out of reach,
+/// and `restore` brings it back once the step was dropped (or 2 s past the
+/// lease). Returns the worker's report, how many hanging steps were
+/// dropped, and how long after the cut.
+async fn through_an_outage(
+    owner: &str,
+    cut: fn(&Cluster),
+    restore: fn(&Cluster),
+) -> Option<(saga_postgres::WorkerReport, u32, Duration)> {
+    let (cluster, store) = setup().await?;
     let world = Arc::new(World::default());
     world.hang.store(true, Ordering::SeqCst);
     let lease = Duration::from_secs(2);
-    let worker = Worker::new(store.clone(), registry(&world), "cut-off")
-        .lease(lease, Duration::from_millis(200))
-        .claim_every(Duration::from_millis(20));
-    worker.submit("pay", &1_u64).await.unwrap();
-    let stopped = Arc::new(AtomicBool::new(false));
-    let (stop, world_seen) = (Arc::clone(&stopped), Arc::clone(&world));
-    let shutdown = async move {
-        // Once the step hangs, the store goes out of reach for longer
-        // than the lease.
-        while !world_seen.slow.load(Ordering::SeqCst)
-            && world_seen.dropped.load(Ordering::SeqCst) == 0
-        {
-            if stop.load(Ordering::SeqCst) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let store_for_wait = store.clone();
-    let outage = async move {
-        // Wait until the saga's step runs (its Started record is durable).
-        loop {
-            let list = store_for_wait.list(None).await.unwrap();
-            if list.iter().any(|s| s.records >= 2) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let cut = Instant::now();
-        cluster.stop_server();
-        // The worker must drop the step before the lease could have run
-        // out by the database's clock (counted from its last renewal).
-        let deadline = cut + lease + Duration::from_secs(1);
-        while world.dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let dropped_after = cut.elapsed();
-        let dropped = world.dropped.load(Ordering::SeqCst);
-        cluster.start_server();
-        stopped.store(true, Ordering::SeqCst);
-        (dropped, dropped_after, cluster)
-    };
-    let (report, (dropped, dropped_after, _cluster)) = tokio::join!(worker.run(shutdown), outage);
-    println!("{report:?}; the step was dropped {dropped_after:?} after the outage began");
-    assert_eq!(
-        dropped, 1,
-        "the hanging step was not stopped while the store was out of reach"
-    );
-    assert!(
-        dropped_after <= lease + Duration::from_secs(1),
-        "{dropped_after:?}"
-    );
-    assert_eq!(report.lost, 1, "{report:?}");
-    assert!(report.store_errors > 0, "{report:?}");
-}
-
-/// The server stops answering (frozen, its connections open): every call
-/// to it hangs rather than failing. The worker still stops the saga before
-/// its lease could run out, and goes on once the server answers again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_whose_store_hangs_stops_its_saga_before_the_lease_runs_out() {
-    let Some((cluster, store)) = setup().await else {
-        return;
-    };
-    let world = Arc::new(World::default());
-    world.hang.store(true, Ordering::SeqCst);
-    let lease = Duration::from_secs(2);
-    let worker = Worker::new(store.clone(), registry(&world), "frozen-out")
+    let worker = Worker::new(store.clone(), registry(&world), owner)
         .lease(lease, Duration::from_millis(200))
         .claim_every(Duration::from_millis(20));
     worker.submit("pay", &1_u64).await.unwrap();
@@ -498,25 +437,24 @@ async fn a_worker_whose_store_hangs_stops_its_saga_before_the_lease_runs_out() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let store_for_wait = store.clone();
     let outage = async move {
         // Wait until the saga's step runs (its Started record is durable).
         loop {
-            let list = store_for_wait.list(None).await.unwrap();
+            let list = store.list(None).await.unwrap();
             if list.iter().any(|s| s.records >= 2) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let frozen = Instant::now();
-        cluster.freeze_server();
-        let deadline = frozen + lease + Duration::from_secs(2);
+        let at = Instant::now();
+        cut(&cluster);
+        let deadline = at + lease + Duration::from_secs(2);
         while world.dropped.load(Ordering::SeqCst) == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let dropped_after = frozen.elapsed();
+        let dropped_after = at.elapsed();
         let dropped = world.dropped.load(Ordering::SeqCst);
-        cluster.thaw_server();
+        restore(&cluster);
         // Let the worker reach the server again before it stops.
         tokio::time::sleep(Duration::from_millis(300)).await;
         stopped.store(true, Ordering::SeqCst);
@@ -526,13 +464,44 @@ async fn a_worker_whose_store_hangs_stops_its_saga_before_the_lease_runs_out() {
         tokio::time::timeout(Duration::from_secs(60), worker.run(shutdown)),
         outage
     );
-    let report = report.expect("the worker ends once asked to, the server thawed");
-    println!("{report:?}; the step was dropped {dropped_after:?} after the server froze");
+    let report = report.expect("the worker ends once asked to, the store back");
+    println!("{report:?}; the step was dropped {dropped_after:?} after the outage began");
+    Some((report, dropped, dropped_after))
+}
+
+/// The server is stopped (connections refused): the worker stops the saga
+/// before its lease could run out by the database's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_renew_stops_its_saga_before_the_lease_runs_out() {
+    let Some((report, dropped, dropped_after)) =
+        through_an_outage("cut-off", Cluster::stop_server, Cluster::start_server).await
+    else {
+        return;
+    };
+    assert_eq!(
+        dropped, 1,
+        "the hanging step was not stopped while the store was out of reach"
+    );
+    assert!(dropped_after <= Duration::from_secs(3), "{dropped_after:?}");
+    assert_eq!(report.lost, 1, "{report:?}");
+    assert!(report.store_errors > 0, "{report:?}");
+}
+
+/// The server stops answering (frozen, its connections open): every call
+/// to it hangs rather than failing. The worker still stops the saga before
+/// its lease could run out, and goes on once the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_store_hangs_stops_its_saga_before_the_lease_runs_out() {
+    let Some((report, dropped, dropped_after)) =
+        through_an_outage("frozen-out", Cluster::freeze_server, Cluster::thaw_server).await
+    else {
+        return;
+    };
     assert_eq!(
         dropped, 1,
         "the hanging step was not stopped while the server hung"
     );
-    assert!(dropped_after < lease, "{dropped_after:?}");
+    assert!(dropped_after < Duration::from_secs(2), "{dropped_after:?}");
     assert_eq!(report.lost, 1, "{report:?}");
     assert!(report.store_errors > 0, "{report:?}");
 }
